@@ -1,0 +1,1 @@
+"""Plugins that misbehave on purpose: real crashes, real GIL-holding hangs."""

@@ -1,0 +1,72 @@
+"""Plain-function plugins: options arrive as keyword arguments, as strings."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+import time
+
+NOT_CALLABLE = 42
+
+
+def ok(message: str = "all good") -> str:
+    """Always passes, with the given message."""
+    return message
+
+
+def fails(reason: str = "boom") -> None:
+    """Always fails, raising RuntimeError(reason)."""
+    raise RuntimeError(reason)
+
+
+def echo(text: str, repeat: str = "1") -> str:
+    """Passes with text repeated; text is required."""
+    return text * int(repeat)
+
+
+def anykey(**options: str) -> str:
+    """Accepts any option; passes listing them."""
+    return ",".join(f"{k}={v}" for k, v in sorted(options.items())) or "no options"
+
+
+def gilhang(seconds: str = "30") -> str:
+    """Blocks in native code while holding the GIL, like a hung driver call."""
+    # PyDLL keeps the GIL across the call; CDLL would release it.
+    ctypes.PyDLL(None).sleep(int(seconds))
+    return "woke up"
+
+
+def segfault() -> None:
+    """Dies of SIGSEGV."""
+    ctypes.string_at(0)
+
+
+def abort() -> None:
+    """Dies of SIGABRT."""
+    os.abort()
+
+
+def exits(code: str = "3") -> None:
+    """Ends its process at once with the given code, like os._exit in a library."""
+    os._exit(int(code))
+
+
+def noisy() -> str:
+    """Writes junk, including fake protocol lines, to stdout and stderr, then passes."""
+    print('{"t": "result", "index": 0, "outcomes": [{"status": "fail"}]}')
+    print("not json at all")
+    sys.stdout.flush()
+    print("noise on stderr", file=sys.stderr)
+    return "spoke"
+
+
+def spawn(pidfile: str, seconds: str = "300") -> str:
+    """Starts a child `sleep`, writes its pid to pidfile, then hangs holding the GIL."""
+    child = subprocess.Popen(["sleep", seconds])
+    with open(pidfile, "w") as fp:
+        fp.write(str(child.pid))
+    time.sleep(0.05)
+    ctypes.PyDLL(None).sleep(int(seconds))
+    return "done"

@@ -1,0 +1,35 @@
+"""A plugin written against the rich API: declared options, outcomes per item."""
+
+from __future__ import annotations
+
+from torchprobe.base import Check, Option, Outcome, failed, passed
+from torchprobe.options import boolean, integer
+
+
+class RichCheck(Check):
+    description = "reports one line per item; item N fails when fail-item=N"
+    options = (
+        Option("items", integer(1, 10), default=2, help="how many result lines"),
+        Option("fail-item", integer(0), default=None, help="the item that fails"),
+        Option("loud", boolean, default=False, help="longer messages"),
+        Option("token", default=None, secret=True, help="a secret"),
+    )
+    timeout = 3.0
+
+    items: int
+    fail_item: int | None
+    loud: bool
+    token: str | None
+
+    def run(self) -> list[Outcome]:
+        lines = []
+        for i in range(self.items):
+            message = f"item {i}" + (" is fine, really fine" if self.loud else "")
+            if self.token:
+                message += f" (token {self.token})"
+            lines.append(
+                failed(message, target=str(i), item=i)
+                if i == self.fail_item
+                else passed(message, target=str(i), item=i)
+            )
+        return lines

@@ -1,0 +1,108 @@
+"""``cuda``: torch is a CUDA (or ROCm) build, enough devices are visible, and a
+context initialises on each. Runs in the ``torch`` worker process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..base import Check, CheckFailed, Option, Outcome, failed, passed
+from ..options import integer
+from ._torch import build_info, describe_cuda_error, import_torch
+
+__all__ = ["CudaCheck"]
+
+MiB = 1024 * 1024
+
+
+class CudaCheck(Check):
+    name = "cuda"
+    description = (
+        "torch is a CUDA or ROCm build, at least min-devices devices are visible, "
+        "and a context initialises on each"
+    )
+    options = (
+        Option("min-devices", integer(0), default=1,
+               help="fewest visible devices that count as healthy"),
+    )  # fmt: skip
+    timeout = 15.0
+    worker = "torch"
+
+    min_devices: int
+    torch: Any = None
+
+    def setup(self) -> None:
+        self.torch = import_torch()
+
+    def run(self) -> Outcome:
+        torch = self.torch
+        info = build_info(torch)
+        if not info["cuda"] and not info["hip"]:
+            raise CheckFailed(
+                f"torch {info['torch']} is a CPU-only build: it has no CUDA support "
+                "(install a CUDA build of torch)",
+                **info,
+            )
+        count = torch.cuda.device_count()
+        info["device_count"] = count
+        driver = _driver_version(torch)
+        if driver:
+            info["driver"] = driver
+        if count < self.min_devices:
+            raise CheckFailed(
+                f"{count} CUDA device(s) visible, at least {self.min_devices} required "
+                f"({info['build']}; CUDA_VISIBLE_DEVICES and the container's --gpus decide "
+                "what is visible)",
+                **info,
+            )
+        devices: list[dict[str, Any]] = []
+        problems: list[str] = []
+        for index in range(count):
+            device: dict[str, Any] = {"index": index}
+            try:
+                props = torch.cuda.get_device_properties(index)
+                device["name"] = props.name
+                device["capability"] = f"{props.major}.{props.minor}"
+                uuid = getattr(props, "uuid", None)
+                if uuid is not None:
+                    device["uuid"] = _uuid(uuid)
+                # mem_get_info needs a context on the device: this creates it.
+                free, total = torch.cuda.mem_get_info(index)
+                device["memory_free"] = free
+                device["memory_total"] = total
+            except Exception as exc:  # noqa: BLE001 - one bad device is one problem
+                device["error"] = describe_cuda_error(exc, f"cuda:{index}")
+                problems.append(device["error"])
+            devices.append(device)
+        info["devices"] = devices
+        versions = f"torch {info['torch']}, {info['build']}" + (
+            f", driver {driver}" if driver else ""
+        )
+        if problems:
+            return failed("; ".join(problems) + f" ({versions})", **info)
+        names = _summarise([d["name"] for d in devices])
+        return passed(f"{count} device(s): {names}; {versions}" if count else
+                      f"no devices (min-devices=0); {versions}", **info)  # fmt: skip
+
+
+def _uuid(value: Any) -> str:
+    text = str(value)
+    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
+
+
+def _summarise(names: list[str]) -> str:
+    counted: dict[str, int] = {}
+    for name in names:
+        counted[name] = counted.get(name, 0) + 1
+    return ", ".join(f"{n} ×{c}" if c > 1 else n for n, c in counted.items())
+
+
+def _driver_version(torch: Any) -> str | None:
+    """The CUDA driver's version as the driver API reports it (e.g. 13.0)."""
+    getter = getattr(torch._C, "_cuda_getDriverVersion", None)
+    if getter is None:
+        return None
+    try:
+        version = int(getter())
+    except Exception:  # noqa: BLE001 - the version is a nicety, not the check
+        return None
+    return f"CUDA driver API {version // 1000}.{(version % 1000) // 10}" if version else None

@@ -1,0 +1,105 @@
+"""``tensor``: on each device, copy a tiny tensor in, run one operation,
+synchronise, copy the result back and verify it. Never a model: the probe
+stays light. Runs in the ``torch`` worker process."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..base import Check, CheckFailed, Option, Outcome, failed, passed
+from ..options import listof, text
+from ._torch import build_info, describe_cuda_error, import_torch
+
+__all__ = ["TensorCheck"]
+
+MiB = 1024 * 1024
+_VALUES = (1.0, 2.0, 3.0, 4.0)
+_EXPECTED = sum(v * v for v in _VALUES)
+
+
+class TensorCheck(Check):
+    name = "tensor"
+    description = "allocate a tiny tensor on each device, compute, synchronise and verify"
+    options = (
+        Option("device", listof(text), default=None,
+               help="cuda, cuda:N, cpu, or another torch device type, |-separated; "
+                    "default: every visible CUDA device"),
+    )  # fmt: skip
+    timeout = 10.0
+    worker = "torch"
+
+    device: list[str] | None
+    torch: Any = None
+
+    def setup(self) -> None:
+        self.torch = import_torch()
+
+    def run(self) -> list[Outcome]:
+        torch = self.torch
+        devices = self.device or self._all_cuda(torch)
+        return [self._probe(torch, name) for name in devices]
+
+    def _all_cuda(self, torch: Any) -> list[str]:
+        count = torch.cuda.device_count()
+        if count == 0:
+            info = build_info(torch)
+            why = ("a CPU-only build of torch" if info["build"] == "CPU-only"
+                   else f"{info['build']}, but torch.cuda.device_count() is 0")  # fmt: skip
+            raise CheckFailed(
+                f"no CUDA device visible (torch {info['torch']}: {why}); "
+                "tensor:device=cpu tests the CPU",
+                **info,
+            )
+        return [f"cuda:{i}" for i in range(count)]
+
+    def _probe(self, torch: Any, name: str) -> Outcome:
+        try:
+            device = torch.device(name)
+        except (RuntimeError, ValueError) as exc:
+            return failed(f"{name!r} is not a torch device: {exc}", target=name)
+        if device.type == "cuda":
+            if torch.cuda.device_count() == 0:
+                return failed(f"{name}: no CUDA device visible ({build_info(torch)['build']} "
+                              "torch)", target=name)  # fmt: skip
+            if device.index is not None and device.index >= torch.cuda.device_count():
+                return failed(f"{name}: no such device ({torch.cuda.device_count()} visible)",
+                              target=name)  # fmt: skip
+        started = time.monotonic()
+        try:
+            x = torch.tensor(_VALUES, dtype=torch.float32).to(device)
+            y = (x * x).sum()
+            _synchronize(torch, device)
+            value = float(y.item())
+        except Exception as exc:  # noqa: BLE001 - one bad device is one failing line
+            return failed(describe_cuda_error(exc, name), target=name,
+                          seconds=round(time.monotonic() - started, 6))  # fmt: skip
+        elapsed = time.monotonic() - started
+        details: dict[str, Any] = {"device": str(device), "seconds": round(elapsed, 6),
+                                   "value": value}  # fmt: skip
+        memory = ""
+        if device.type == "cuda":
+            details["memory_allocated"] = torch.cuda.memory_allocated(device)
+            details["memory_reserved"] = torch.cuda.memory_reserved(device)
+            free, total = torch.cuda.mem_get_info(device)
+            details["memory_free"], details["memory_total"] = free, total
+            memory = (f", {details['memory_reserved'] / MiB:.0f} MiB reserved by the probe, "
+                      f"{free / MiB:.0f} of {total / MiB:.0f} MiB free")  # fmt: skip
+        if value != _EXPECTED:
+            return failed(f"{name}: wrong result {value} (expected {_EXPECTED}): "
+                          "the device computes garbage", target=name, **details)  # fmt: skip
+        ms = elapsed * 1000
+        return passed(f"{name}: computed and verified in {ms:.0f} ms{memory}", target=name,
+                      **details)  # fmt: skip
+
+
+def _synchronize(torch: Any, device: Any) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return
+    accelerator = getattr(torch, "accelerator", None)
+    if device.type != "cpu" and accelerator is not None:
+        try:
+            accelerator.synchronize(device)
+        except (RuntimeError, ValueError, TypeError):
+            pass  # .item() below synchronises anyway

@@ -1,0 +1,70 @@
+"""Where checks come from: the built-ins, and plugins under the entry-point
+group ``torchprobe.checks``.
+
+The registry is plain data: a name maps to a ``module:attribute`` reference.
+Built-in modules are imported only for the checks a run names (they import
+nothing heavy at module level). Plugin discovery reads the installed
+distributions' metadata, which costs tens of milliseconds, so it happens only
+when a name is not a built-in or when ``--list`` asks for everything; a
+plugin's own code is imported only inside a worker process.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .base import Check
+
+__all__ = ["BUILTIN", "GROUP", "DEFAULT_SET", "builtin", "load", "plugins", "reset"]
+
+GROUP = "torchprobe.checks"
+
+BUILTIN: dict[str, str] = {
+    "cuda": "torchprobe.checks.cuda:CudaCheck",
+    "tensor": "torchprobe.checks.tensor:TensorCheck",
+    "nvml": "torchprobe.checks.nvml:NvmlCheck",
+    "http": "torchprobe.checks.http:HttpCheck",
+    "tcp": "torchprobe.checks.tcp:TcpCheck",
+}
+
+DEFAULT_SET: tuple[str, ...] = ("cuda", "tensor", "nvml")
+
+_plugins: dict[str, str] | None = None
+
+
+def load(reference: str) -> Any:
+    """Import ``module:attribute`` and return the attribute."""
+    module_name, _, attribute = reference.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in attribute.split(".") if attribute else ():
+        target = getattr(target, part)
+    return target
+
+
+def builtin(name: str) -> type[Check] | None:
+    reference = BUILTIN.get(name)
+    return load(reference) if reference else None
+
+
+def plugins() -> dict[str, str]:
+    """Entry points of the group ``torchprobe.checks``: name -> ``module:attr``.
+
+    A plugin cannot shadow a built-in: the built-in wins.
+    """
+    global _plugins
+    if _plugins is None:
+        from importlib.metadata import entry_points
+
+        found: dict[str, str] = {}
+        for entry_point in entry_points(group=GROUP):
+            if entry_point.name not in BUILTIN:
+                found.setdefault(entry_point.name, entry_point.value)
+        _plugins = found
+    return _plugins
+
+
+def reset(found: dict[str, str] | None = None) -> None:
+    """Forget (or replace) discovered plugins; for tests."""
+    global _plugins
+    _plugins = found

@@ -1,0 +1,68 @@
+"""What a run produces: one :class:`Result` per output line, and the :class:`Report`.
+
+Renderers draw on these alone, so text, JSON and Prometheus output always
+agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Status
+
+__all__ = ["Report", "Result"]
+
+
+class Result:
+    """One line of output: one outcome of one check occurrence."""
+
+    __slots__ = ("check", "name", "status", "message", "duration", "details", "options", "error")
+
+    def __init__(
+        self,
+        check: str,
+        name: str,
+        status: Status,
+        message: str,
+        duration: float,
+        details: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        self.check = check
+        self.name = name
+        self.status = status
+        self.message = message
+        self.duration = duration
+        self.details = details or {}
+        self.options = options or {}
+        self.error = error
+
+    def __bool__(self) -> bool:
+        return self.status is not Status.FAIL
+
+    def __repr__(self) -> str:
+        return f"Result({self.name}: {self.status.value}, {self.message!r})"
+
+
+class Report:
+    """All results of a run, and the verdict: healthy when nothing failed and
+    at least one check passed (all-skipped proves nothing)."""
+
+    __slots__ = ("results", "duration", "version")
+
+    def __init__(self, results: list[Result], duration: float, version: str) -> None:
+        self.results = results
+        self.duration = duration
+        self.version = version
+
+    def count(self, status: Status) -> int:
+        return sum(1 for r in self.results if r.status is status)
+
+    @property
+    def healthy(self) -> bool:
+        return self.count(Status.FAIL) == 0 and self.count(Status.PASS) > 0
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.healthy else 1

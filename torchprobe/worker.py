@@ -1,0 +1,191 @@
+"""The worker process: where checks that may hang or crash run, so they can be killed.
+
+The engine starts it as ``python -m torchprobe.worker`` — a fresh interpreter,
+never a fork, because a forked CUDA process is unusable and a hung native call
+(NVML, a CUDA driver call) can hold the GIL, which no thread can interrupt.
+
+Protocol: one JSON line in on stdin (the job); JSON lines out on the original
+stdout, one event each: ``usage`` (a bad option: the run stops), ``valid``
+(a plugin's options, parsed here because its code is imported only here),
+``setup``, ``start`` (the check's own timeout runs from here), ``result``.
+Whatever the checks print goes to stderr, which the engine keeps for ``-v``.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from typing import IO, Any
+
+from .base import Check, UsageError
+from .runner import capture, describe_exception, execute
+from .spec import parse_occurrence
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this worker when torchprobe ends, even by SIGKILL.
+
+    The kernel's parent-death signal works while this process is stuck in
+    native code; the stdin watchdog below is the fallback where prctl is
+    missing (it cannot fire while a native call holds the GIL).
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if parent and os.getppid() != parent:
+        # The parent died before the signal was armed.
+        os._exit(1)
+
+
+def _watch_stdin() -> None:
+    sys.stdin.buffer.read()
+    os._exit(1)
+
+
+class _Channel:
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def send(self, event: str, **fields: Any) -> None:
+        fields["t"] = event
+        self.stream.write(json.dumps(fields, default=str) + "\n")
+        self.stream.flush()
+
+
+def _load(item: dict[str, Any]) -> type[Check]:
+    if item["plugin"]:
+        from .plugins import load_plugin
+
+        return load_plugin(item["check"], item["ref"])
+    from .registry import load
+
+    loaded: type[Check] = load(item["ref"])
+    return loaded
+
+
+def _prepare(item: dict[str, Any], channel: _Channel) -> tuple[Check | None, Any]:
+    """Import and validate one check. A bad option raises UsageError; a plugin
+    that fails to import becomes that check's failure, not the run's."""
+    failure, error = None, None
+    loaded: list[type[Check]] = []
+    failure, error = capture(lambda: loaded.append(_load(item)))
+    if failure is not None:
+        failure[0].message = f"plugin failed to load: {failure[0].message}"
+        return None, (failure, error)
+    cls = loaded[0]
+    occurrence = parse_occurrence(
+        item["token"], {o.key: o for o in cls.options}, os.environ, accept_any=cls.accept_any
+    )
+    values = dict(occurrence.values)
+    if occurrence.timeout is not None:
+        values["timeout"] = occurrence.timeout
+    try:
+        check = cls(**values)
+    except UsageError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"check {item['check']!r}: {describe_exception(exc)}") from None
+    if item["plugin"]:
+        channel.send(
+            "valid",
+            index=item["index"],
+            label=occurrence.label,
+            shown=occurrence.shown,
+            secrets=occurrence.secrets,
+            timeout=check.timeout,
+        )
+    return check, None
+
+
+def describe_plugins() -> int:
+    """``--describe``: the ``--list`` entries of the plugins named on stdin."""
+    from .listing import describe
+    from .plugins import load_plugin
+
+    plugins: dict[str, str] = json.loads(sys.stdin.read() or "{}")
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    found = []
+    for name, reference in plugins.items():
+        source = f"plugin {reference}"
+        try:
+            found.append(describe(load_plugin(name, reference), source))
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is listed as broken
+            found.append(
+                {
+                    "name": name,
+                    "source": source,
+                    "description": "",
+                    "options": [],
+                    "timeout": None,
+                    "runs_in": "worker process",
+                    "error": f"plugin failed to load: {describe_exception(exc)}",
+                }
+            )
+    json.dump(found, out)
+    out.flush()
+    return 0
+
+
+def main() -> int:
+    if sys.argv[1:] == ["--describe"]:
+        return describe_plugins()
+    _die_with_parent(int(os.environ.get("TORCHPROBE_PARENT_PID", "0") or 0))
+    faulthandler.enable()
+    channel = _Channel(os.fdopen(os.dup(1), "w", encoding="utf-8"))
+    os.dup2(2, 1)
+    job = json.loads(sys.stdin.readline())
+    threading.Thread(target=_watch_stdin, daemon=True).start()
+    run_deadline: float = job["deadline"]
+
+    prepared: list[tuple[dict[str, Any], Check | None, Any]] = []
+    for item in job["checks"]:
+        try:
+            check, failure = _prepare(item, channel)
+        except UsageError as exc:
+            channel.send("usage", error=str(exc))
+            return 0
+        prepared.append((item, check, failure))
+
+    for item, check, failure in prepared:
+        index = item["index"]
+        channel.send("setup", index=index)
+        if check is not None:
+            failure = capture(check.setup)
+            if failure[0] is None:
+                failure = None
+        if failure is not None or check is None:
+            outcomes, error = failure
+            channel.send("start", index=index, timeout=0)
+            channel.send("result", index=index, outcomes=_dump(outcomes), error=error, duration=0)
+            continue
+        timeout = max(0.001, min(check.timeout, run_deadline - time.monotonic()))
+        channel.send("start", index=index, timeout=timeout)
+        outcomes, error, duration = execute(check, timeout)
+        channel.send(
+            "result", index=index, outcomes=_dump(outcomes), error=error, duration=duration
+        )
+    return 0
+
+
+def _dump(outcomes: Any) -> list[dict[str, Any]]:
+    return [
+        {"status": o.status.value, "message": o.message, "details": o.details, "target": o.target}
+        for o in outcomes
+    ]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
