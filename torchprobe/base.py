@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
+from .options import text
+
 __all__ = [
     "Check",
     "CheckFailed",
@@ -114,7 +116,7 @@ class Option:
     def __init__(
         self,
         key: str,
-        parse: Callable[[str], Any] = str,
+        parse: Callable[[str], Any] = text,
         *,
         default: Any = None,
         help: str = "",

@@ -293,8 +293,9 @@ class _Run:
             if p is None:
                 continue
             if kind == "valid":
-                p.occurrence.label = event.get("label") or p.occurrence.label
                 p.occurrence.shown = event.get("shown") or {}
+                if "name" in p.occurrence.shown:
+                    p.occurrence.label = event.get("label") or p.occurrence.label
                 p.occurrence.secrets.extend(event.get("secrets") or ())
                 p.timeout = float(event.get("timeout") or p.timeout)
             elif kind == "setup":

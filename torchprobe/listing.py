@@ -17,7 +17,8 @@ from .spec import UNIVERSAL
 
 __all__ = ["describe", "entries", "render_list"]
 
-PLUGIN_DESCRIBE_TIMEOUT = 10.0
+#: How long one plugin may take to import for --list.
+PLUGIN_DESCRIBE_TIMEOUT = 5.0
 
 
 def _default(value: Any) -> Any:
@@ -63,21 +64,47 @@ def entries() -> list[dict[str, Any]]:
 
 
 def _describe_plugins(plugins: dict[str, str]) -> list[dict[str, Any]]:
-    request = json.dumps(plugins)
-    try:
-        done = subprocess.run(
+    """Describe plugins in worker processes, one line each as it is ready; a
+    plugin whose import hangs or crashes is listed as broken, and the ones
+    after it are described by a fresh worker."""
+    import selectors
+
+    described: dict[str, dict[str, Any]] = {}
+    todo = dict(plugins)
+    while todo:
+        proc = subprocess.Popen(
             [sys.executable, "-m", "torchprobe.worker", "--describe"],
-            input=request, capture_output=True, text=True, timeout=PLUGIN_DESCRIBE_TIMEOUT,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True, start_new_session=True,
         )  # fmt: skip
-        described: list[dict[str, Any]] = json.loads(done.stdout)
-        return described
-    except (subprocess.TimeoutExpired, ValueError, OSError) as exc:
-        reason = "timed out" if isinstance(exc, subprocess.TimeoutExpired) else str(exc)
-        return [
-            {"name": name, "source": f"plugin {ref}", "error": f"could not describe: {reason}",
-             "description": "", "options": [], "timeout": None, "runs_in": "worker process"}
-            for name, ref in plugins.items()
-        ]  # fmt: skip
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps(todo))
+        proc.stdin.close()
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            while todo:
+                if not selector.select(timeout=PLUGIN_DESCRIBE_TIMEOUT):
+                    problem = f"timed out after {PLUGIN_DESCRIBE_TIMEOUT:g}s while loading"
+                    break
+                line = proc.stdout.readline()
+                if not line:
+                    problem = "its process ended while loading it"
+                    break
+                entry = json.loads(line)
+                described[entry["name"]] = entry
+                todo.pop(entry["name"], None)
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        if todo:
+            name, reference = next(iter(todo.items()))
+            described[name] = {
+                "name": name, "source": f"plugin {reference}", "description": "",
+                "options": [], "timeout": None, "runs_in": "worker process",
+                "error": f"plugin failed to load: {problem}",
+            }  # fmt: skip
+            todo.pop(name)
+    return [described[name] for name in plugins]
 
 
 def render_list(found: list[dict[str, Any]], fp: TextIO, fmt: str) -> None:

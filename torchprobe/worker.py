@@ -117,25 +117,24 @@ def describe_plugins() -> int:
     plugins: dict[str, str] = json.loads(sys.stdin.read() or "{}")
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
-    found = []
     for name, reference in plugins.items():
         source = f"plugin {reference}"
         try:
-            found.append(describe(load_plugin(name, reference), source))
+            entry = describe(load_plugin(name, reference), source)
         except Exception as exc:  # noqa: BLE001 - a broken plugin is listed as broken
-            found.append(
-                {
-                    "name": name,
-                    "source": source,
-                    "description": "",
-                    "options": [],
-                    "timeout": None,
-                    "runs_in": "worker process",
-                    "error": f"plugin failed to load: {describe_exception(exc)}",
-                }
-            )
-    json.dump(found, out)
-    out.flush()
+            entry = {
+                "name": name,
+                "source": source,
+                "description": "",
+                "options": [],
+                "timeout": None,
+                "runs_in": "worker process",
+                "error": f"plugin failed to load: {describe_exception(exc)}",
+            }
+        # One line per plugin, as soon as it is ready: a later plugin that
+        # hangs at import costs only its own entry.
+        out.write(json.dumps(entry, default=str) + "\n")
+        out.flush()
     return 0
 
 

@@ -64,7 +64,11 @@ def _block(r: Result, width: int, level: tuple[int, int, int, bool], verbose: bo
         extra = _detail_lines(r.details, r.options)[:detail_n]
         lines += ["      " + _cut(line, 160) for line in extra]
         if r.error and r.status is Status.FAIL and trace_n:
-            trace = [ln for ln in r.error.rstrip().splitlines() if ln.strip()][-trace_n:]
+            trace = [ln for ln in r.error.rstrip().splitlines() if ln.strip()]
+            if len(trace) > trace_n:
+                # The first line says what happened (a crash dump's "Fatal
+                # Python error"), the last ones where (a traceback's end).
+                trace = [trace[0], "…", *trace[len(trace) - trace_n + 2 :]][:trace_n]
             lines += ["      | " + _cut(line, 160) for line in trace]
     return lines
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torchprobe.base import Check, Option, Outcome, failed, passed
+from torchprobe.base import Check, Option, Outcome, failed, passed, skipped
 from torchprobe.options import boolean, integer
 
 
@@ -13,6 +13,7 @@ class RichCheck(Check):
         Option("fail-item", integer(0), default=None, help="the item that fails"),
         Option("loud", boolean, default=False, help="longer messages"),
         Option("token", default=None, secret=True, help="a secret"),
+        Option("skip", boolean, default=False, help="skip every item"),
     )
     timeout = 3.0
 
@@ -20,6 +21,7 @@ class RichCheck(Check):
     fail_item: int | None
     loud: bool
     token: str | None
+    skip: bool
 
     def run(self) -> list[Outcome]:
         lines = []
@@ -27,6 +29,9 @@ class RichCheck(Check):
             message = f"item {i}" + (" is fine, really fine" if self.loud else "")
             if self.token:
                 message += f" (token {self.token})"
+            if self.skip:
+                lines.append(skipped("does not apply", target=str(i)))
+                continue
             lines.append(
                 failed(message, target=str(i), item=i)
                 if i == self.fail_item

@@ -1,0 +1,117 @@
+"""Shared helpers: run the installed console script like a user does.
+
+Tests that need something installed (the console script, the test plugins)
+skip with a reason where it is missing — but under CI=true they fail, so a
+broken install step can never leave CI green.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+FAKES = TESTS / "fakes"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when a prerequisite is missing; fail instead under CI=true."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
+
+
+@dataclass
+class Run:
+    rc: int
+    stdout: str
+    stderr: str
+    elapsed: float
+
+    @property
+    def lines(self) -> list[str]:
+        return self.stdout.splitlines()
+
+
+def script() -> Path:
+    path = Path(sys.executable).parent / "torchprobe"
+    require(path.exists(), f"the torchprobe console script is not installed at {path}")
+    return path
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment minus anything that configures torchprobe."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHPROBE_")}
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
+            python: bool = False) -> Run:  # fmt: skip
+    command = [sys.executable, "-m", "torchprobe"] if python else [str(script())]
+    started = time.monotonic()
+    done = subprocess.run(
+        [*command, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env if env is not None else clean_env(),
+        stdin=subprocess.DEVNULL,
+    )
+    return Run(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+
+
+def fake_nvml_env(scenario: str, **extra: str) -> dict[str, str]:
+    """Environment that makes workers import tests/fakes/pynvml.py."""
+    path = os.pathsep.join(p for p in (str(FAKES), os.environ.get("PYTHONPATH", "")) if p)
+    return clean_env(PYTHONPATH=path, TORCHPROBE_FAKE_NVML=scenario, **extra)
+
+
+@pytest.fixture(scope="session")
+def plugins() -> None:
+    """The misbehaving test plugins of tests/plugins must be installed."""
+    names = {ep.name for ep in entry_points(group="torchprobe.checks")}
+    require(
+        {"ok", "gilhang", "segfault"} <= names,
+        "the test plugins are not installed (pip install ./tests/plugins)",
+    )
+
+
+def alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fp:
+            state = fp.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+def children(pid: int) -> list[int]:
+    """Every descendant of pid, from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fp:
+                ppid = int(fp.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
