@@ -1,0 +1,91 @@
+"""cuda and tensor on the real CPU build of torch: the honest "no CUDA" case."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+
+from torchprobe.base import CheckFailed, Status
+from torchprobe.checks._torch import describe_cuda_error
+from torchprobe.checks.cuda import CudaCheck
+from torchprobe.checks.tensor import TensorCheck
+from torchprobe.runner import execute
+
+torch = pytest.importorskip("torch")
+cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="this host has CUDA")
+
+
+@cpu_only
+def test_cuda_fails_on_a_cpu_build_and_says_so() -> None:
+    result = run_cli("--format", "json", "cuda", timeout=120)
+    assert result.rc == 1
+    check = json.loads(result.stdout)["checks"][0]
+    assert check["status"] == "fail"
+    assert check["message"].startswith(f"torch {torch.__version__} is a CPU-only build")
+    assert check["details"]["cuda"] is None and check["details"]["build"] == "CPU-only"
+
+
+@cpu_only
+def test_cuda_min_devices_zero_still_fails_a_cpu_build() -> None:
+    check = CudaCheck(min_devices=0)
+    check.setup()
+    with pytest.raises(CheckFailed, match="CPU-only build"):
+        check.run()
+
+
+def test_tensor_on_cpu_computes_and_verifies() -> None:
+    result = run_cli("--format", "json", "tensor:device=cpu", timeout=120)
+    assert result.rc == 0, result.stdout + result.stderr
+    check = json.loads(result.stdout)["checks"][0]
+    assert check["name"] == "tensor[cpu]"
+    assert check["message"].startswith("cpu: computed and verified in")
+    assert check["details"]["value"] == 30.0
+
+
+@cpu_only
+@pytest.mark.parametrize("device", [None, "cuda:0", "cuda"])
+def test_tensor_on_cuda_without_a_gpu_fails_with_the_reason(device: str | None) -> None:
+    arg = "tensor" if device is None else f"tensor:device={device}"
+    result = run_cli(arg, timeout=120)
+    assert result.rc == 1
+    assert "no CUDA device visible" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_tensor_one_bad_device_is_one_failing_line() -> None:
+    result = run_cli("--format", "json", "tensor:device=cpu|nonsense", timeout=120)
+    checks = json.loads(result.stdout)["checks"]
+    assert [(c["name"], c["status"]) for c in checks] == [
+        ("tensor[cpu]", "pass"),
+        ("tensor[nonsense]", "fail"),
+    ]
+    assert "'nonsense' is not a torch device" in checks[1]["message"]
+
+
+def test_tensor_fails_when_the_device_computes_garbage(monkeypatch: pytest.MonkeyPatch) -> None:
+    check = TensorCheck(device=["cpu"])
+    check.setup()
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: 29.0)
+    outcomes, _, _ = execute(check, 5.0)
+    assert outcomes[0].status is Status.FAIL
+    assert "wrong result 29.0 (expected 30.0)" in outcomes[0].message
+
+
+def test_out_of_memory_is_named_as_such_whichever_way_it_is_raised() -> None:
+    oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 MiB")
+    assert "out of memory" in describe_cuda_error(oom, "cuda:0")
+    context_oom = RuntimeError("CUDA error: out of memory")
+    message = describe_cuda_error(context_oom, "cuda:0")
+    assert message.startswith("cuda:0: out of memory") and "the GPU is full" in message
+
+
+def test_cuda_error_codes_are_reported() -> None:
+    class AcceleratorError(RuntimeError):
+        error_code = 710
+
+    message = describe_cuda_error(AcceleratorError("CUDA error: device-side assert triggered"),
+                                  "cuda:1")  # fmt: skip
+    assert message == ("cuda:1: AcceleratorError (CUDA error 710): "
+                       "CUDA error: device-side assert triggered")  # fmt: skip

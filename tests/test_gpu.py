@@ -1,0 +1,73 @@
+"""The real checks on a real GPU. Skipped wherever CUDA is not available
+(CI has no GPU); run on a machine with an NVIDIA GPU and record the outcome
+in docs/gpu-validation.md."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import clean_env, run_cli
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cuda_device() -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: GPU tests run only where one is visible")
+
+
+def test_the_default_set_passes_on_a_healthy_gpu() -> None:
+    result = run_cli("--format", "json", "--timeout", "60", env=clean_env(), timeout=120)
+    data = json.loads(result.stdout)
+    assert result.rc == 0, result.stdout
+    assert {c["check"] for c in data["checks"]} == {"cuda", "tensor", "nvml"}
+    cuda = next(c for c in data["checks"] if c["check"] == "cuda")
+    assert cuda["details"]["devices"][0]["name"]
+    assert cuda["details"]["cuda"]
+
+
+def test_tensor_on_cuda_reports_its_footprint() -> None:
+    result = run_cli("--format", "json", "tensor:device=cuda:0", "--timeout", "60", timeout=120)
+    assert result.rc == 0, result.stdout
+    details = json.loads(result.stdout)["checks"][0]["details"]
+    assert details["value"] == 30.0
+    assert details["memory_total"] > details["memory_free"] > 0
+
+
+def test_cuda_min_devices_above_the_count_fails() -> None:
+    result = run_cli("cuda:min-devices=999", "--timeout", "60", timeout=120)
+    assert result.rc == 1
+    assert "at least 999 required" in result.stdout
+
+
+def test_nvml_reads_every_gpu_without_torch() -> None:
+    result = run_cli("--format", "json", "nvml", timeout=60)
+    assert result.rc == 0, result.stdout
+    checks = json.loads(result.stdout)["checks"]
+    assert checks and all(c["details"]["uuid"].startswith("GPU-") for c in checks)
+
+
+def test_nvml_and_tensor_address_the_same_gpu_by_uuid() -> None:
+    result = run_cli("--format", "json", "cuda", "--timeout", "60", timeout=120)
+    uuid = json.loads(result.stdout)["checks"][0]["details"]["devices"][0].get("uuid")
+    if not uuid:
+        pytest.skip("this torch does not report device UUIDs")
+    nvml = run_cli("--format", "json", f"nvml:device={uuid}", timeout=60)
+    assert nvml.rc == 0, nvml.stdout
+    assert json.loads(nvml.stdout)["checks"][0]["details"]["uuid"] == uuid
+
+
+def test_a_gil_holding_hang_next_to_gpu_checks_is_killed_on_time() -> None:
+    from importlib.metadata import entry_points
+
+    from conftest import require
+
+    require("gilhang" in {e.name for e in entry_points(group="torchprobe.checks")},
+            "test plugins not installed")  # fmt: skip
+    result = run_cli("tensor:device=cuda:0", "gilhang:seconds=60,timeout=2", "--timeout", "30",
+                     timeout=60)  # fmt: skip
+    assert "timed out after 2s" in result.stdout
+    assert result.elapsed < 29
