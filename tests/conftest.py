@@ -8,6 +8,7 @@ broken install step can never leave CI green.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -44,7 +45,11 @@ class Run:
 
 
 def script() -> Path:
+    """The installed console script: beside this Python, else on PATH."""
     path = Path(sys.executable).parent / "torchprobe"
+    if not path.exists():
+        found = shutil.which("torchprobe")
+        path = Path(found) if found else path
     require(path.exists(), f"the torchprobe console script is not installed at {path}")
     return path
 

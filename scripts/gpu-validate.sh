@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Validate torchprobe on a machine with an NVIDIA GPU.
+#
+#   scripts/gpu-validate.sh [OUTPUT_DIR]
+#
+# Installs torchprobe (and its misbehaving test plugins) into the current
+# Python, where torch, click and nvidia-ml-py are already present, runs each
+# scenario under a hard time limit, and writes into OUTPUT_DIR:
+#   results.jsonl  one JSON object per scenario: expected, rc, seconds, ok
+#   log.txt        every command and its whole output
+# Exit status: 0 when every scenario met its expectation.
+set -u
+out="${1:-${OUT:-./gpu-validation-out}}"
+mkdir -p "$out"
+log="$out/log.txt"
+results="$out/results.jsonl"
+: >"$log"
+: >"$results"
+py="${PYTHON:-python3}"
+failures=0
+
+say() { printf '%s\n' "$*" | tee -a "$log"; }
+
+# scenario NAME LIMIT EXPECTED_RC COMMAND...: run it, record rc and wall time.
+scenario() {
+  local name=$1 limit=$2 expect=$3
+  shift 3
+  say "=== $name (expect rc=$expect, limit ${limit}s): $*"
+  local start end rc
+  start=$(date +%s.%N)
+  timeout -k 2 "$limit" "$@" >"$out/$name.out" 2>&1
+  rc=$?
+  end=$(date +%s.%N)
+  cat "$out/$name.out" >>"$log"
+  local seconds ok
+  seconds=$(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.3f", b-a}')
+  ok=$([ "$rc" = "$expect" ] && echo true || echo false)
+  [ "$ok" = true ] || failures=$((failures + 1))
+  say "--- $name: rc=$rc seconds=$seconds ok=$ok"
+  printf '{"scenario": "%s", "expected_rc": %s, "rc": %s, "seconds": %s, "ok": %s}\n' \
+    "$name" "$expect" "$rc" "$seconds" "$ok" >>"$results"
+}
+
+say "# $(date -u +%FT%TZ) on $(hostname)"
+nvidia-smi --query-gpu=index,name,uuid,driver_version,memory.used,memory.total \
+  --format=csv >>"$log" 2>&1
+"$py" -c 'import sys, torch; print(sys.version.split()[0], torch.__version__, torch.version.cuda)' \
+  >>"$log" 2>&1
+
+"$py" -m pip install -q --no-deps --no-build-isolation . ./tests/plugins >>"$log" 2>&1 \
+  || { say "install failed"; exit 1; }
+bin="$(dirname "$(command -v "$py")")"
+export PATH="$bin:$PATH"
+
+# 1. The default set passes, text and JSON; compare with nvidia-smi's own time.
+scenario default-text 120 0 torchprobe --timeout 60
+scenario default-json 120 0 torchprobe --timeout 60 --format json -v
+scenario nvidia-smi 30 0 nvidia-smi --query-gpu=memory.used,memory.total --format=csv
+scenario nvml-only 30 0 torchprobe nvml --format json
+
+# 2. The probe's CUDA footprint while it runs, and nothing left afterwards.
+(
+  for _ in $(seq 1 200); do
+    nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader
+    sleep 0.05
+  done
+) >"$out/footprint-samples.txt" 2>&1 &
+sampler=$!
+scenario tensor-cuda 120 0 torchprobe --timeout 60 --format json tensor:device=cuda:0
+kill "$sampler" 2>/dev/null
+wait "$sampler" 2>/dev/null
+sort "$out/footprint-samples.txt" | uniq -c | sort -rn | head -20 >>"$log"
+scenario nothing-left 30 0 bash -c \
+  '[ -z "$(nvidia-smi --query-compute-apps=pid --format=csv,noheader)" ]'
+
+# 3. A GIL-holding hang beside the GPU checks is killed at its timeout.
+scenario hang-killed 60 1 torchprobe --timeout 30 tensor:device=cuda:0 \
+  gilhang:seconds=120,timeout=2
+
+# 4. The test suite: the gpu-marked tests, then everything else.
+scenario pytest-gpu 300 0 "$py" -m pytest -q -m gpu -rA tests/test_gpu.py
+scenario pytest-rest 400 0 "$py" -m pytest -q -x -m "not gpu" -p no:cacheprovider
+
+say "# failures: $failures"
+[ "$failures" = 0 ]
