@@ -3,6 +3,7 @@ context initialises on each. Runs in the ``torch`` worker process."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..base import Check, CheckFailed, Option, Outcome, failed, passed
@@ -97,12 +98,33 @@ def _summarise(names: list[str]) -> str:
 
 
 def _driver_version(torch: Any) -> str | None:
-    """The CUDA driver's version as the driver API reports it (e.g. 13.0)."""
-    getter = getattr(torch._C, "_cuda_getDriverVersion", None)
-    if getter is None:
-        return None
+    """The NVIDIA driver's version, from the cheapest source that has it.
+
+    The kernel module's /proc file needs no library call; NVML's answer works
+    where /proc/driver is not mounted (some sandboxed runtimes); torch's
+    private getter, last, gives only the driver's CUDA API version.
+    """
     try:
-        version = int(getter())
+        with open("/proc/driver/nvidia/version", encoding="utf-8") as fp:
+            match = re.search(r"Kernel Module(?: for \S+)?\s+(\d+(?:\.\d+)+)", fp.read())
+        if match:
+            return match.group(1)
+    except OSError:
+        pass
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            version = pynvml.nvmlSystemGetDriverVersion()
+        finally:
+            pynvml.nvmlShutdown()
+        return version.decode() if isinstance(version, bytes) else str(version)
     except Exception:  # noqa: BLE001 - the version is a nicety, not the check
-        return None
-    return f"CUDA driver API {version // 1000}.{(version % 1000) // 10}" if version else None
+        pass
+    getter = getattr(torch._C, "_cuda_getDriverVersion", None)
+    try:
+        api = int(getter()) if getter is not None else 0
+    except Exception:  # noqa: BLE001
+        api = 0
+    return f"with CUDA {api // 1000}.{(api % 1000) // 10} API" if api else None
