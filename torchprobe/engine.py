@@ -23,13 +23,12 @@ import queue
 import selectors
 import threading
 import time
-from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .base import Check, Outcome, Status, UsageError
+from .base import Outcome, Status, UsageError
+from .plan import Planned, plan
 from .results import Result
 from .runner import execute
-from .spec import Occurrence, parse_occurrence, split_name
 
 __all__ = ["Interrupted", "Planned", "plan", "run"]
 
@@ -40,110 +39,6 @@ INLINE_GRACE = 0.2
 
 class Interrupted(Exception):
     """SIGTERM or SIGINT arrived while checks were running."""
-
-
-class Planned:
-    """One check occurrence, validated and ready to run."""
-
-    __slots__ = (
-        "index", "occurrence", "cls", "reference", "plugin", "worker",
-        "instance", "timeout", "capped", "phase", "started", "limit", "results",
-    )  # fmt: skip
-
-    def __init__(self, index: int, occurrence: Occurrence, cls: type[Check] | None,
-                 reference: str, plugin: bool, instance: Check | None) -> None:  # fmt: skip
-        self.index = index
-        self.occurrence = occurrence
-        self.cls = cls
-        self.reference = reference
-        self.plugin = plugin
-        self.instance = instance
-        self.worker: str | None = (
-            f"plugin:{occurrence.check}" if plugin else (cls.worker if cls is not None else None)
-        )
-        default = cls.timeout if cls is not None else 5.0
-        self.timeout: float = occurrence.timeout or (
-            instance.timeout if instance is not None else default
-        )
-        self.capped = False  # the run's deadline, not the check's timeout, limits it
-        self.phase = "waiting to start"
-        self.started: float | None = None
-        self.limit: float | None = None
-        self.results: list[Result] | None = None
-
-    def finish(
-        self, outcomes: Sequence[Outcome], duration: float, error: str | None = None
-    ) -> None:
-        occurrence = self.occurrence
-        self.results = [
-            Result(
-                check=occurrence.check,
-                name=occurrence.label if o.target is None else f"{occurrence.label}[{o.target}]",
-                status=o.status,
-                message=o.message,
-                duration=duration,
-                details=o.details,
-                options=occurrence.shown,
-                error=error,
-            )
-            for o in outcomes
-        ]
-
-    def fail(self, message: str, duration: float = 0.0, error: str | None = None) -> None:
-        self.finish([Outcome(Status.FAIL, message)], duration, error)
-
-
-def plan(tokens: Sequence[str], environ: Mapping[str, str]) -> list[Planned]:
-    """Parse and validate every CHECK before anything runs.
-
-    Built-in checks are validated here; a plugin's options are validated in
-    its worker, since its code is never imported in this process.
-    """
-    from . import registry
-
-    planned: list[Planned] = []
-    for index, token in enumerate(tokens):
-        name, _ = split_name(token)
-        cls = registry.builtin(name)
-        if cls is not None:
-            occurrence = parse_occurrence(token, {o.key: o for o in cls.options}, environ)
-            values = dict(occurrence.values)
-            if occurrence.timeout is not None:
-                values["timeout"] = occurrence.timeout
-            try:
-                instance = cls(**values)
-            except (TypeError, ValueError) as exc:
-                raise UsageError(f"check {name!r}: {exc}") from None
-            planned.append(Planned(index, occurrence, cls, registry.BUILTIN[name], False, instance))
-            continue
-        reference = registry.plugins().get(name)
-        if reference is None:
-            raise UsageError(f"unknown check {name!r} (torchprobe --list shows the checks)")
-        occurrence = parse_occurrence(token, None, environ, accept_any=True)
-        planned.append(Planned(index, occurrence, None, reference, True, None))
-    _label(planned)
-    return planned
-
-
-def _label(planned: list[Planned]) -> None:
-    """Give repeated occurrences distinct names: http, http#2, ..."""
-    explicit = [p.occurrence.label for p in planned if "name" in p.occurrence.shown]
-    for label in explicit:
-        if explicit.count(label) > 1:
-            raise UsageError(f"name={label!r} is given to more than one check")
-    taken = set(explicit)
-    seen: dict[str, int] = {}
-    for p in planned:
-        if "name" in p.occurrence.shown:
-            continue
-        base = p.occurrence.check
-        seen[base] = seen.get(base, 0) + 1
-        label = base if seen[base] == 1 else f"{base}#{seen[base]}"
-        while label in taken:
-            seen[base] += 1
-            label = f"{base}#{seen[base]}"
-        taken.add(label)
-        p.occurrence.label = label
 
 
 def run(planned: list[Planned], deadline: float, budget: float) -> list[Result]:
