@@ -118,8 +118,7 @@ def command(checks: tuple[str, ...], timeout: float, fmt: str, quiet: bool, verb
 
     planned = engine.plan(_tokens(checks), os.environ)
     deadline = _STARTED + timeout - DEADLINE_MARGIN
-    with _signals_interrupt():
-        results = engine.run(planned, deadline, timeout)
+    results = engine.run(planned, deadline, timeout)
     report = Report(results, time.monotonic() - _STARTED, __version__)
     render(report, sys.stdout, fmt, quiet=quiet, verbose=verbose)
     sys.stdout.flush()
@@ -142,20 +141,12 @@ def _tokens(checks: tuple[str, ...]) -> list[str]:
     return list(DEFAULT_SET)
 
 
-class _signals_interrupt:
-    """SIGTERM and SIGINT end the run: the engine kills its workers on the way out."""
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM and SIGINT end the run: the engine kills its workers on the way
+    out, and main() reports it in one line with exit status 1."""
+    from .engine import Interrupted
 
-    def __enter__(self) -> None:
-        def interrupt(signum: int, frame: Any) -> None:
-            from .engine import Interrupted
-
-            raise Interrupted(signal.Signals(signum).name)
-
-        self.saved = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
-
-    def __exit__(self, *exc: Any) -> None:
-        for signum, handler in self.saved.items():
-            signal.signal(signum, handler)
+    raise Interrupted(signal.Signals(signum).name)
 
 
 def _fail(message: str) -> NoReturn:
@@ -166,6 +157,8 @@ def _fail(message: str) -> NoReturn:
 def main(argv: list[str] | None = None) -> NoReturn:
     from .engine import Interrupted
 
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _interrupt)
     try:
         code = command.main(args=argv, prog_name="torchprobe", standalone_mode=False)
     except click.exceptions.Exit as exc:
