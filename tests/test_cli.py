@@ -222,3 +222,11 @@ def _importtime(*args: str):  # type: ignore[no-untyped-def]
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", "torchprobe", *args],
                           capture_output=True, text=True, env=clean_env(), timeout=60)  # fmt: skip
     return Run(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+
+
+def test_a_plugins_repeatable_option_is_repeated() -> None:
+    result = run_cli("--format", "json", "rich:tag=a,tag=b,items=1")
+    assert result.rc == 0, result.stderr
+    check = json.loads(result.stdout)["checks"][0]
+    assert check["message"] == "item 0 [a, b]"
+    assert check["options"]["tag"] == ["a", "b"]

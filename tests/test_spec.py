@@ -144,3 +144,9 @@ def test_duration_rejects(bad: str) -> None:
 def test_bad_check_name_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="a check is NAME"):
         parse(":url=x")
+
+
+def test_accept_any_repeated_key_collects_a_list() -> None:
+    occ = parse_occurrence("p:path=a,path=b,one=1", {}, {}, accept_any=True)
+    assert occ.values == {"path": ["a", "b"], "one": "1"}
+    assert occ.shown == {"path": ["a", "b"], "one": "1"}

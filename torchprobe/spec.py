@@ -128,6 +128,7 @@ def parse_occurrence(
     else:
         pieces = _pieces(rest, None if accept_any else declared)
     collected: dict[str, list[tuple[str, bool]]] = {}
+    flexible: set[str] = set()
     for piece in pieces:
         key, eq, raw = piece.partition("=")
         if not eq or not key:
@@ -136,7 +137,10 @@ def parse_occurrence(
             if not accept_any or not _ANY_KEY.match(key + "="):
                 known = ", ".join(sorted(declared))
                 raise UsageError(f"check {check!r}: unknown option {key!r} (options: {known})")
-            declared[key] = Option(key, text)
+            # Undeclared (a **kwargs plugin, or a plugin seen before its code
+            # is loaded): a repeated key collects a list, a single one stays text.
+            declared[key] = Option(key, text, repeatable=True)
+            flexible.add(key)
         option = declared[key]
         if key in collected and not option.repeatable:
             raise UsageError(f"check {check!r}: option {key!r} given more than once")
@@ -167,8 +171,11 @@ def parse_occurrence(
         elif key == "timeout":
             occurrence.timeout = parsed[0]
         else:
-            occurrence.values[option.attr] = parsed if option.repeatable else parsed[0]
-        occurrence.shown[key] = shown if option.repeatable else shown[0]
+            many = option.repeatable and not (key in flexible and len(parsed) == 1)
+            occurrence.values[option.attr] = parsed if many else parsed[0]
+            occurrence.shown[key] = shown if many else shown[0]
+            continue
+        occurrence.shown[key] = shown[0]
     if occurrence.label and not _NAME.match(occurrence.label):
         raise UsageError(
             f"check {check!r}: option 'name': {occurrence.label!r} may hold only "

@@ -25,7 +25,7 @@ class CudaCheck(Check):
         Option("min-devices", integer(0), default=1,
                help="fewest visible devices that count as healthy"),
     )  # fmt: skip
-    timeout = 15.0
+    timeout = 10.0
     worker = "torch"
 
     min_devices: int

@@ -14,6 +14,7 @@ class RichCheck(Check):
         Option("loud", boolean, default=False, help="longer messages"),
         Option("token", default=None, secret=True, help="a secret"),
         Option("skip", boolean, default=False, help="skip every item"),
+        Option("tag", repeatable=True, help="a tag, repeatable"),
     )
     timeout = 3.0
 
@@ -22,11 +23,14 @@ class RichCheck(Check):
     loud: bool
     token: str | None
     skip: bool
+    tag: list[str]
 
     def run(self) -> list[Outcome]:
         lines = []
         for i in range(self.items):
             message = f"item {i}" + (" is fine, really fine" if self.loud else "")
+            if self.tag:
+                message += f" [{', '.join(self.tag)}]"
             if self.token:
                 message += f" (token {self.token})"
             if self.skip:
