@@ -23,6 +23,7 @@ __all__ = [
     "Check",
     "CheckFailed",
     "CheckSkipped",
+    "Interrupted",
     "Option",
     "Outcome",
     "Status",
@@ -41,6 +42,10 @@ class Status(str, enum.Enum):
 
 class UsageError(Exception):
     """Bad input from the user: an unknown check, option or value. Exit 1, one line."""
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGINT arrived while torchprobe was running."""
 
 
 class CheckFailed(Exception):

@@ -19,7 +19,7 @@ from typing import Any, NoReturn  # noqa: E402
 import click  # noqa: E402
 
 from . import __version__  # noqa: E402
-from .base import UsageError  # noqa: E402
+from .base import Interrupted, UsageError  # noqa: E402
 from .options import duration  # noqa: E402
 
 FORMATS = ("text", "json", "prometheus")
@@ -144,8 +144,6 @@ def _tokens(checks: tuple[str, ...]) -> list[str]:
 def _interrupt(signum: int, frame: Any) -> None:
     """SIGTERM and SIGINT end the run: the engine kills its workers on the way
     out, and main() reports it in one line with exit status 1."""
-    from .engine import Interrupted
-
     raise Interrupted(signal.Signals(signum).name)
 
 
@@ -155,8 +153,6 @@ def _fail(message: str) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    from .engine import Interrupted
-
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _interrupt)
     try:

@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Any
 
-from .base import Outcome, Status, UsageError
+from .base import Interrupted, Outcome, Status, UsageError
 from .plan import Planned, plan
 from .results import Result
 from .runner import execute
@@ -35,10 +35,6 @@ __all__ = ["Interrupted", "Planned", "plan", "run"]
 #: Extra time an in-process check gets beyond its timeout to report its own,
 #: more precise failure before the engine reports a bare timeout.
 INLINE_GRACE = 0.2
-
-
-class Interrupted(Exception):
-    """SIGTERM or SIGINT arrived while checks were running."""
 
 
 def run(planned: list[Planned], deadline: float, budget: float) -> list[Result]:
