@@ -56,8 +56,11 @@ class _Run:
         self.workers: list[Any] = []
         self.janitor: Any = None
         self.inline_done: queue.Queue[tuple[int, list[Outcome], str | None, float]] = queue.Queue()
+        self.ending = threading.Lock()
+        self.ended = False
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
         self.selector.register(self.wake_r, selectors.EVENT_READ, None)
 
     def go(self) -> list[Result]:
@@ -70,8 +73,10 @@ class _Run:
             if self.janitor is not None:
                 self.janitor.dismiss()
             self.selector.close()
-            os.close(self.wake_r)
-            os.close(self.wake_w)
+            with self.ending:
+                self.ended = True
+                os.close(self.wake_r)
+                os.close(self.wake_w)
         for p in self.planned:
             if p.results is None:
                 self._overdue(p)
@@ -103,10 +108,14 @@ class _Run:
         def work() -> None:
             outcomes, error, duration = execute(instance, timeout)
             self.inline_done.put((p.index, outcomes, error, duration))
-            try:
-                os.write(self.wake_w, b"x")
-            except OSError:  # the run already ended
-                pass
+            with self.ending:
+                # A check abandoned at its timeout may finish after the run
+                # ended and closed the pipe, whose number may be reused.
+                if not self.ended:
+                    try:
+                        os.write(self.wake_w, b"x")
+                    except BlockingIOError:  # full: the loop is woken already
+                        pass
 
         threading.Thread(target=work, name=f"check-{p.occurrence.label}", daemon=True).start()
 
