@@ -202,9 +202,14 @@ def test_stdout_carries_only_the_report_even_when_a_plugin_prints() -> None:
 
 def test_http_check_and_help_import_neither_torch_nor_pynvml() -> None:
     with http_server(reply(200, b"ok")) as server:
-        for args in (["--help"], [f"http:url={server.url}/"], ["tcp:address=" + server.address]):
+        for expected_rc, args in (
+            (0, ["--help"]),
+            (0, [f"http:url={server.url}/"]),
+            (0, ["tcp:address=" + server.address]),
+            (1, [f"http:url={server.url}/", "status-file:path=/nonexistent", "--format", "json"]),
+        ):
             result = _importtime(*args)
-            assert result.rc == 0, result.stdout + result.stderr
+            assert result.rc == expected_rc, result.stdout + result.stderr
             imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()
                         if line.startswith("import time:")}  # fmt: skip
             heavy = {m for m in imported if m.split(".")[0] in ("torch", "pynvml", "numpy")}

@@ -26,6 +26,7 @@ BUILTIN: dict[str, str] = {
     "nvml": "torchprobe.checks.nvml:NvmlCheck",
     "http": "torchprobe.checks.http:HttpCheck",
     "tcp": "torchprobe.checks.tcp:TcpCheck",
+    "status-file": "torchprobe.checks.status_file:StatusFileCheck",
 }
 
 DEFAULT_SET: tuple[str, ...] = ("cuda", "tensor", "nvml")

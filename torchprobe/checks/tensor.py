@@ -9,7 +9,7 @@ from typing import Any
 
 from ..base import Check, CheckFailed, Option, Outcome, failed, passed
 from ..options import listof, text
-from ._torch import build_info, describe_cuda_error, import_torch
+from ._torch import build_info, describe_cuda_error, error_details, import_torch
 
 __all__ = ["TensorCheck"]
 
@@ -72,13 +72,17 @@ class TensorCheck(Check):
             _synchronize(torch, device)
             value = float(y.item())
         except Exception as exc:  # noqa: BLE001 - one bad device is one failing line
+            # The raw error goes into the details too: the in-process monitor
+            # tells a sticky CUDA error from a passing one by its code.
             return failed(describe_cuda_error(exc, name), target=name,
-                          seconds=round(time.monotonic() - started, 6))  # fmt: skip
+                          seconds=round(time.monotonic() - started, 6),
+                          **error_details(exc))  # fmt: skip
         elapsed = time.monotonic() - started
         details: dict[str, Any] = {"device": str(device), "seconds": round(elapsed, 6),
                                    "value": value}  # fmt: skip
         memory = ""
         if device.type == "cuda":
+            details["name"] = torch.cuda.get_device_name(device)
             details["memory_allocated"] = torch.cuda.memory_allocated(device)
             details["memory_reserved"] = torch.cuda.memory_reserved(device)
             free, total = torch.cuda.mem_get_info(device)

@@ -70,3 +70,16 @@ def spawn(pidfile: str, seconds: str = "300") -> str:
     time.sleep(0.05)
     ctypes.PyDLL(None).sleep(int(seconds))
     return "done"
+
+
+def sleeps(seconds: str = "30") -> str:
+    """Sleeps (releasing the GIL), like a check waiting on a hung device."""
+    time.sleep(float(seconds))
+    return f"slept {seconds}s"
+
+
+def counts(path: str) -> str:
+    """Appends a line to path on every run: how often did it run?"""
+    with open(path, "a") as fp:
+        fp.write("run\n")
+    return "counted"

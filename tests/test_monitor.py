@@ -1,0 +1,250 @@
+"""The in-process monitor, in this test process: its answers, its errors, its
+status file. (Its view from outside, through status-file, is tested in
+tests/checks/test_status_file.py with real serving processes.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from torchprobe.base import UsageError
+from torchprobe.monitor import Monitor
+
+pytestmark = pytest.mark.usefixtures("plugins")
+
+
+class AcceleratorError(RuntimeError):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.error_code = code
+
+
+def wait_for(condition: Callable[[], object], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Iterator[Callable[..., Monitor]]:
+    made: list[Monitor] = []
+
+    def factory(checks: list[str] | None = ["ok"], **kwargs: object) -> Monitor:  # noqa: B006
+        kwargs.setdefault("interval", 0.2)
+        kwargs.setdefault("status_dir", tmp_path / "status")
+        monitor = Monitor(checks, **kwargs)  # type: ignore[arg-type]
+        made.append(monitor)
+        return monitor
+
+    yield factory
+    for monitor in made:
+        monitor.stop()
+
+
+def test_ready_only_after_the_app_says_its_model_is_loaded(make: Callable[..., Monitor]) -> None:
+    m = make()
+    assert m.live() and not m.ready()
+    assert "monitor.loaded()" in m.ready().reasons[0]
+    m.loading()
+    assert m.live() and m.ready().reasons == ["model loading for 0s"]
+    m.loaded()
+    assert m.ready().ok and m.ready().reasons == []
+
+
+def test_a_soft_load_failure_makes_it_neither_ready_nor_live(make: Callable[..., Monitor]) -> None:
+    m = make()
+    m.loading()
+    m.load_failed(OSError("model.pt: invalid load key, '\\x00'"))
+    assert not m.live() and not m.ready()
+    assert m.live().reasons == [
+        "model failed to load: OSError: model.pt: invalid load key, '\\x00'"
+    ]
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [AcceleratorError("CUDA error: device-side assert triggered", 710),
+     RuntimeError("CUDA error: an illegal memory access was encountered")],
+)  # fmt: skip
+def test_a_sticky_cuda_error_in_a_request_makes_the_process_not_live_for_good(
+    make: Callable[..., Monitor], exc: Exception
+) -> None:
+    m = make()
+    m.loaded()
+    with pytest.raises(type(exc)), m.guard():
+        raise exc
+    assert not m.live() and not m.ready()
+    assert m.live().reasons[0].startswith("sticky CUDA error 7")
+    m.loaded()  # nothing the app says brings a poisoned context back
+    assert not m.live()
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [AcceleratorError("CUDA error: out of memory", 2), RuntimeError("CUDA error: out of memory"),
+     ValueError("bad input")],
+)  # fmt: skip
+def test_out_of_memory_and_ordinary_errors_are_not_sticky(
+    make: Callable[..., Monitor], exc: Exception
+) -> None:
+    m = make()
+    with pytest.raises(type(exc)), m.guard():
+        raise exc
+    assert m.live()
+    assert m.record_error(exc) is False
+
+
+def test_guarded_decorates_plain_and_async_functions(make: Callable[..., Monitor]) -> None:
+    m = make()
+
+    @m.guarded
+    def predict(x: int) -> int:
+        return x + 1
+
+    @m.guarded
+    async def apredict() -> None:
+        raise AcceleratorError("CUDA error: unspecified launch failure", 719)
+
+    assert predict(1) == 2
+    with pytest.raises(AcceleratorError):
+        asyncio.run(apredict())
+    assert not m.live()
+    assert m.state()["sticky"]["code"] == 719
+
+
+def test_a_request_stuck_longer_than_max_busy_makes_it_not_live(
+    make: Callable[..., Monitor],
+) -> None:
+    m = make(max_busy=0.3)
+    lock = threading.Lock()
+    lock.acquire()
+
+    def handler() -> None:
+        with m.guard(), lock:  # deadlocked on a lock, as a stuck handler is
+            pass
+
+    thread = threading.Thread(target=handler, daemon=True)
+    thread.start()
+    wait_for(lambda: not m.live())
+    assert "a request in flight for" in m.live().reasons[0]
+    assert m.state()["busy"]["in_flight"] == 1
+    lock.release()
+    thread.join()
+    assert m.live()
+
+
+def test_a_blocked_event_loop_makes_it_not_live(make: Callable[..., Monitor]) -> None:
+    m = make(max_busy=0.3)
+    seen: list[bool] = []
+
+    async def main() -> None:
+        m.track_loop()
+        await asyncio.sleep(0.6)
+        # The lag shows within one tick (0.5 s) plus max-busy of the block.
+        checker = threading.Thread(target=lambda: (time.sleep(1.1), seen.append(m.live().ok)))
+        checker.start()
+        time.sleep(1.5)  # a handler blocking the loop: nothing else can run
+        checker.join()
+        await asyncio.sleep(0.6)
+        seen.append(m.live().ok)
+
+    asyncio.run(main())
+    assert seen == [False, True]
+
+
+def test_a_failing_periodic_check_makes_it_not_live(make: Callable[..., Monitor]) -> None:
+    m = make(["fails:reason=device broke"])
+    wait_for(lambda: m.state()["last_round"])
+    assert m.live().reasons == ["check fails failed: RuntimeError: device broke"]
+
+
+def test_a_periodic_check_past_its_timeout_makes_it_not_live(make: Callable[..., Monitor]) -> None:
+    m = make(["sleeps:seconds=30,timeout=300ms"])
+    wait_for(lambda: not m.live(), seconds=5)
+    assert m.live().reasons[0].startswith("periodic check sleeps running for")
+    assert m.state()["running_since"] is not None
+
+
+def test_checks_run_at_most_once_per_interval_however_often_it_is_asked(
+    make: Callable[..., Monitor], tmp_path: Path
+) -> None:
+    counter = tmp_path / "runs"
+    m = make([f"counts:path={counter}"], interval=0.5)
+    started = time.monotonic()
+    asked = 0
+    while time.monotonic() - started < 1.6:
+        m.live(), m.ready(), m.state()
+        asked += 1
+    runs = counter.read_text().count("run")
+    assert asked > 1000
+    assert 2 <= runs <= 5, runs
+
+
+def test_the_cpu_tensor_check_runs_in_process_and_reports(make: Callable[..., Monitor]) -> None:
+    m = make(None, device="cpu", interval=0.5)
+    wait_for(lambda: m.state()["checks"], seconds=30)
+    check = m.state()["checks"][0]
+    assert check["name"] == "tensor[cpu]" and check["status"] == "pass"
+    assert m.state()["gpu"] is None
+
+
+def test_the_status_file_holds_the_documented_state(make: Callable[..., Monitor],
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    m = make()
+    m.loaded()
+    path = tmp_path / "status" / f"{os.getpid()}.json"
+    wait_for(lambda: path.exists() and json.loads(path.read_text())["checks"])
+    doc = json.loads(path.read_text())
+    assert doc["schema_version"] == 1 and doc["pid"] == os.getpid()
+    assert doc["live"] is True and doc["ready"] is True and doc["interval"] == 0.2
+    assert doc["checks"][0]["name"] == "ok" and doc["checks"][0]["status"] == "pass"
+    m.stop()
+    time.sleep(0.3)
+    assert list(path.parent.iterdir()) == []  # a clean exit removes it, and no temporary is left
+
+
+def test_an_unwritable_status_dir_warns_once_and_never_breaks_the_app(
+    make: Callable[..., Monitor], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="torchprobe")
+    m = make(status_dir="/dev/null/status")
+    m.loading()
+    m.loaded()
+    time.sleep(0.5)
+    assert m.ready()
+    warnings = [r for r in caplog.records if "cannot write the status file" in r.message]
+    assert len(warnings) == 1
+
+
+def test_bad_checks_fail_when_the_monitor_is_made() -> None:
+    with pytest.raises(UsageError, match="unknown check 'nosuch'"):
+        Monitor(["nosuch"], status_dir=False)
+    with pytest.raises(ValueError):
+        Monitor(["ok"], interval=0, status_dir=False)
+
+
+def test_a_forked_child_starts_its_own_monitor(make: Callable[..., Monitor]) -> None:
+    m = make()
+    m.loaded()
+    assert m.live()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's monitor thread did not come along
+        try:
+            m.start()
+            ok = m.state()["pid"] == os.getpid() and m._owner == os.getpid()
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert m.state()["pid"] == os.getpid()

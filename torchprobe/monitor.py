@@ -1,0 +1,435 @@
+"""The in-process monitor: the serving process's own view of its health.
+
+A separate probe process gets a fresh CUDA context and cannot see the
+server's: after an illegal memory access or a device-side assert the server's
+context is poisoned for good while a fresh probe passes. Only the server can
+see it. The monitor runs the CLI's checks inside the server's process (in a
+thread of its own, at most once per ``interval``), learns of the app's model
+loading and of its errors, measures whether requests are stuck, and answers
+"live?" and "ready?" from that state in microseconds. Optionally it writes the
+state to ``<status_dir>/<pid>.json`` for the ``status-file`` CLI check, so an
+exec probe sees the server's own context without HTTP and without torch.
+
+Start it in each serving process after any fork (gunicorn: ``post_fork``);
+it also starts lazily on first use. See docs/monitor-contract.md for the
+state document.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import __version__
+from .base import Check, Status, UsageError
+from .statusdir import pid_start, remove_quietly, resolve_status_dir, write_atomically
+from .sticky import StickyError, classify, classify_text
+
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = ["Monitor", "Verdict"]
+
+log = logging.getLogger("torchprobe")
+F = TypeVar("F", bound=Callable[..., Any])
+SCHEMA_VERSION = 1
+#: How often the event-loop lag probe ticks (seconds).
+LOOP_TICK = 0.5
+
+
+class Verdict:
+    """The answer to "live?" or "ready?": truthy when ``ok``, with reasons when not."""
+
+    __slots__ = ("ok", "reasons")
+
+    def __init__(self, ok: bool, reasons: list[str]) -> None:
+        self.ok = ok
+        self.reasons = reasons
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __repr__(self) -> str:
+        return f"Verdict({self.ok}, {self.reasons!r})"
+
+
+class _Guard:
+    """``with monitor.guard():`` — one request in flight, its errors recorded."""
+
+    __slots__ = ("monitor", "token")
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+        self.token = 0
+
+    def __enter__(self) -> None:
+        self.token = self.monitor._begin()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:  # fmt: skip
+        self.monitor._end(self.token)
+        if exc is not None and isinstance(exc, Exception):
+            self.monitor.record_error(exc)
+
+
+class Monitor:
+    """One per serving process. See the module docstring and the README."""
+
+    def __init__(
+        self,
+        checks: Sequence[str] | None = None,
+        *,
+        device: str | None = None,
+        interval: float = 10.0,
+        max_busy: float = 60.0,
+        status_dir: str | os.PathLike[str] | bool | None = None,
+    ) -> None:
+        if not interval > 0 or not max_busy > 0:
+            raise ValueError("interval and max_busy must be greater than zero")
+        self.interval = float(interval)
+        self.max_busy = float(max_busy)
+        self.device = device
+        self._specs = list(checks) if checks is not None else None
+        self._checks: list[Check] | None = None
+        self._status_setting = status_dir
+        self.status_dir: str | None = None
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._owner: int | None = None
+        self._stopped = False
+        self._counter = itertools.count(1)
+        self._reset()
+        if self._specs is not None:
+            self._checks = self._build(self._specs)  # bad CHECK strings fail here, at once
+
+    # -- life of the monitor -----------------------------------------------------
+    def _reset(self) -> None:
+        now = time.time()
+        self._inflight: dict[int, float] = {}
+        self._lifecycle: dict[str, Any] = {"state": "waiting", "error": None, "since": now}
+        self._sticky: dict[str, Any] | None = None
+        self._results: list[dict[str, Any]] = []
+        self._round_failed: list[str] = []
+        self._running: tuple[str, float, float] | None = None  # label, started, timeout
+        self._last_round: float | None = None
+        self._loop_expected: float | None = None
+        self._loop_lag: float | None = None
+        self._gpu: dict[str, Any] | None = None
+        self._warned_write = False
+
+    def start(self) -> Monitor:
+        """Start the monitor's thread in this process (idempotent, fork-aware)."""
+        with self._lock:
+            pid = os.getpid()
+            if self._owner == pid or self._stopped:
+                return self
+            if self._owner is not None:  # a forked child: the parent's thread is not here
+                self._reset()
+            self._owner = pid
+            if self.status_dir is None and self._status_setting is not False:
+                self.status_dir = resolve_status_dir(self._status_setting)
+        threading.Thread(target=self._run, name="torchprobe-monitor", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the thread and remove this process's status file."""
+        self._stopped = True
+        self._wake.set()
+        if self.status_dir and self._owner == os.getpid():
+            with self._write_lock:  # not while a write is under way: it would come back
+                remove_quietly(self._status_path())
+
+    def _ensure(self) -> None:
+        if self._owner != os.getpid() and not self._stopped:
+            self.start()
+
+    # -- the app's life ----------------------------------------------------------------
+    def loading(self) -> None:
+        self._set_lifecycle("loading", None)
+
+    def loaded(self) -> None:
+        self._set_lifecycle("ready", None)
+
+    def load_failed(self, error: BaseException | str) -> None:
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        self._set_lifecycle("failed", " ".join(text.split())[:500])
+        if isinstance(error, BaseException):
+            self.record_error(error)
+
+    def _set_lifecycle(self, state: str, error: str | None) -> None:
+        self._ensure()
+        with self._lock:
+            self._lifecycle = {"state": state, "error": error, "since": time.time()}
+        self._publish()
+
+    # -- errors and requests -------------------------------------------------------
+    def record_error(self, exc: BaseException) -> bool:
+        """Note an error the app saw; True when it is a sticky CUDA error, which
+        makes this process not live for good."""
+        sticky = classify(exc)
+        if sticky is not None:
+            self._mark_sticky(sticky)
+        return sticky is not None
+
+    def _mark_sticky(self, sticky: StickyError) -> None:
+        with self._lock:
+            if self._sticky is not None:
+                return
+            self._sticky = dict(sticky.as_dict(), at=time.time())
+        log.error("torchprobe: sticky CUDA error %s (%s): this process must be restarted",
+                  sticky.code, sticky.message)  # fmt: skip
+        self._publish()
+
+    def guard(self) -> _Guard:
+        """``with monitor.guard():`` around a request's work: its age is watched
+        against ``max_busy`` and its exceptions are recorded (then re-raised)."""
+        self._ensure()
+        return _Guard(self)
+
+    def guarded(self, function: F) -> F:
+        """Decorator form of :meth:`guard`, for plain and ``async`` functions."""
+        if inspect.iscoroutinefunction(function):
+
+            @functools.wraps(function)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                with self.guard():
+                    return await function(*args, **kwargs)
+
+            return run_async  # type: ignore[return-value]
+
+        @functools.wraps(function)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with self.guard():
+                return function(*args, **kwargs)
+
+        return run  # type: ignore[return-value]
+
+    def _begin(self) -> int:
+        token = next(self._counter)
+        self._inflight[token] = time.monotonic()
+        return token
+
+    def _end(self, token: int) -> None:
+        self._inflight.pop(token, None)
+
+    def track_loop(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Measure the lag of the running event loop (call from inside it): a
+        handler that blocks the loop blocks every request, health ones included."""
+        import asyncio
+
+        self._ensure()
+        loop = loop or asyncio.get_running_loop()
+
+        def tick() -> None:
+            now = time.monotonic()
+            if self._loop_expected is not None:
+                self._loop_lag = max(0.0, now - self._loop_expected)
+            if not self._stopped:
+                self._loop_expected = now + LOOP_TICK
+                loop.call_later(LOOP_TICK, tick)
+
+        loop.call_soon_threadsafe(tick)
+
+    # -- answers -----------------------------------------------------------------------
+    def live(self) -> Verdict:
+        self._ensure()
+        return Verdict(*self._live(time.monotonic()))
+
+    def ready(self) -> Verdict:
+        self._ensure()
+        ok, reasons = self._live(time.monotonic())
+        lifecycle = self._lifecycle
+        if lifecycle["state"] != "ready":
+            ago = time.time() - lifecycle["since"]
+            reasons = reasons + [_not_ready(lifecycle["state"], ago)]
+        return Verdict(ok and lifecycle["state"] == "ready", reasons)
+
+    def _live(self, now: float) -> tuple[bool, list[str]]:
+        reasons: list[str] = []
+        sticky = self._sticky
+        if sticky is not None:
+            reasons.append(f"sticky CUDA error {sticky['code']} ({sticky['message'][:200]}): "
+                           "restart the process")  # fmt: skip
+        lifecycle = self._lifecycle
+        if lifecycle["state"] == "failed":
+            reasons.append(f"model failed to load: {lifecycle['error']}")
+        reasons.extend(self._round_failed)
+        running = self._running
+        if running is not None and now - running[1] > running[2]:
+            reasons.append(f"periodic check {running[0]} running for {now - running[1]:.0f}s "
+                           f"(timeout {running[2]:g}s)")  # fmt: skip
+        oldest = min(self._inflight.values(), default=None)
+        if oldest is not None and now - oldest > self.max_busy:
+            reasons.append(f"a request in flight for {now - oldest:.0f}s "
+                           f"(max-busy {self.max_busy:g}s)")  # fmt: skip
+        lag = self._current_lag(now)
+        if lag is not None and lag > self.max_busy:
+            reasons.append(f"event loop blocked for {lag:.0f}s (max-busy {self.max_busy:g}s)")
+        return not reasons, reasons
+
+    def _current_lag(self, now: float) -> float | None:
+        if self._loop_expected is None:
+            return None
+        overdue = now - self._loop_expected
+        return max(self._loop_lag or 0.0, overdue) if overdue > 0 else self._loop_lag
+
+    def state(self) -> dict[str, Any]:
+        """A JSON-able snapshot: the document the status file holds."""
+        self._ensure()
+        now_mono, now = time.monotonic(), time.time()
+        live_ok, live_reasons = self._live(now_mono)
+        ready = self.ready()
+        running = self._running
+        oldest = min(self._inflight.values(), default=None)
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "torchprobe_version": __version__,
+            "pid": os.getpid(),
+            "pid_start": pid_start(os.getpid()),
+            "updated": now,
+            "interval": self.interval,
+            "max_busy": self.max_busy,
+            "live": live_ok,
+            "ready": ready.ok,
+            "reasons": {"live": live_reasons, "ready": ready.reasons},
+            "lifecycle": dict(self._lifecycle),
+            "sticky": dict(self._sticky) if self._sticky else None,
+            "busy": {
+                "in_flight": len(self._inflight),
+                "oldest_seconds": round(now_mono - oldest, 3) if oldest is not None else 0.0,
+                "loop_lag_seconds": self._current_lag(now_mono),
+            },
+            "running_since": now - (now_mono - running[1]) if running else None,
+            "last_round": self._last_round,
+            "checks": list(self._results),
+            "gpu": self._gpu,
+        }
+
+    # -- the thread --------------------------------------------------------------------
+    def _build(self, specs: Sequence[str]) -> list[Check]:
+        from .plan import plan
+
+        planned = plan(specs, os.environ)
+        built: list[Check] = []
+        for p in planned:
+            if p.instance is None:
+                from .plugins import load_plugin
+
+                cls = load_plugin(p.occurrence.check, p.reference)
+                values = dict(p.occurrence.values)
+                if p.occurrence.timeout is not None:
+                    values["timeout"] = p.occurrence.timeout
+                instance = cls(**values)
+            else:
+                instance = p.instance
+            instance.label = p.occurrence.label  # type: ignore[attr-defined]
+            built.append(instance)
+        return built
+
+    def _default_checks(self) -> list[Check]:
+        device = self.device
+        if device is None:
+            try:
+                import torch
+
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            except ImportError:
+                device = "cpu"
+        return self._build([f"tensor:device={device}"])
+
+    def _run(self) -> None:
+        owner = os.getpid()
+        round_thread: threading.Thread | None = None
+        next_round = time.monotonic()
+        while not self._stopped and self._owner == owner:
+            if (round_thread is None or not round_thread.is_alive()) and (
+                time.monotonic() >= next_round
+            ):
+                round_thread = threading.Thread(target=self._round, name="torchprobe-round",
+                                                daemon=True)  # fmt: skip
+                round_thread.start()
+                next_round = time.monotonic() + self.interval
+                round_thread.join(timeout=min(self.interval, 5.0))
+            self._publish()
+            self._wake.wait(timeout=max(0.05, min(self.interval, next_round - time.monotonic())))
+            self._wake.clear()
+
+    def _round(self) -> None:
+        from .runner import capture, execute
+
+        try:
+            if self._checks is None:
+                self._checks = self._default_checks()
+        except (UsageError, ImportError, ValueError) as exc:
+            self._round_failed = [f"monitor checks: {exc}"]
+            return
+        results: list[dict[str, Any]] = []
+        failed: list[str] = []
+        for check in self._checks:
+            label = getattr(check, "label", check.name)
+            if not getattr(check, "_torchprobe_setup", False):
+                outcomes, _ = capture(check.setup)
+                if outcomes is not None:
+                    failed.append(f"{label}: {outcomes[0].message}")
+                    continue
+                check._torchprobe_setup = True  # type: ignore[attr-defined]
+            self._running = (label, time.monotonic(), check.timeout)
+            try:
+                outcomes_, _, duration = execute(check, check.timeout)
+            finally:
+                self._running = None
+            for o in outcomes_:
+                name = label if o.target is None else f"{label}[{o.target}]"
+                results.append({"check": check.name, "name": name, "status": o.status.value,
+                                "message": o.message, "duration": round(duration, 6),
+                                "details": o.details})  # fmt: skip
+                if o.status is Status.FAIL:
+                    failed.append(f"check {name} failed: {o.message}")
+                    code = classify_text(o.details.get("error_code"), o.details.get("error", ""))
+                    if code is not None:
+                        self._mark_sticky(StickyError(code, str(o.details.get("error_type")),
+                                                      str(o.details.get("error", ""))))  # fmt: skip
+                self._gpu_from(o.details)
+        self._results, self._round_failed = results, failed
+        self._last_round = time.time()
+        self._publish()
+
+    def _gpu_from(self, details: dict[str, Any]) -> None:
+        if "memory_total" not in details:
+            return
+        total, free = details["memory_total"], details.get("memory_free", 0)
+        self._gpu = {"device": details.get("device"), "name": details.get("name"),
+                     "memory_used": total - free, "memory_total": total}  # fmt: skip
+
+    def _status_path(self) -> str:
+        return os.path.join(self.status_dir or "", f"{os.getpid()}.json")
+
+    def _publish(self) -> None:
+        """Write the status file now (atomically); a failure warns once, never raises."""
+        if not self.status_dir or self._owner != os.getpid():
+            return
+        with self._write_lock:
+            if self._stopped:
+                return
+            error = write_atomically(self._status_path(), self.state())
+        if error and not self._warned_write:
+            self._warned_write = True
+            log.warning("torchprobe: cannot write the status file in %s: %s",
+                        self.status_dir, error)  # fmt: skip
+
+
+def _not_ready(state: str, ago: float) -> str:
+    if state == "loading":
+        return f"model loading for {ago:.0f}s"
+    if state == "failed":
+        return "model failed to load"
+    return "model not loaded yet (the app has not called monitor.loaded())"

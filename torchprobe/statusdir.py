@@ -1,0 +1,120 @@
+"""The status directory: where each serving process's monitor leaves its
+state as ``<pid>.json``, and how the ``status-file`` check finds it.
+
+The place: ``$TORCHPROBE_STATUS_DIR``, else ``/run/torchprobe``, else
+``<tempdir>/torchprobe``. A probe and the server it watches resolve it the
+same way, so neither needs configuring in the common case.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+__all__ = [
+    "ENV",
+    "default_status_dir",
+    "pid_alive",
+    "pid_start",
+    "remove_quietly",
+    "resolve_status_dir",
+    "write_atomically",
+]
+
+ENV = "TORCHPROBE_STATUS_DIR"
+RUN_DIR = "/run/torchprobe"
+
+
+def _usable(directory: str) -> bool:
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
+def default_status_dir() -> str:
+    """Where the status files are when nothing says otherwise (for readers)."""
+    configured = os.environ.get(ENV)
+    if configured:
+        return configured
+    if os.path.isdir(RUN_DIR):
+        return RUN_DIR
+    return os.path.join(tempfile.gettempdir(), "torchprobe")
+
+
+def resolve_status_dir(setting: Any = None) -> str:
+    """Where this process writes (for writers): an explicit path, else the
+    environment, else the first of /run/torchprobe and the temp directory that
+    can be created and written. An explicit place is returned even when it is
+    unusable: writing there then warns once."""
+    if setting not in (None, True):
+        return str(os.fspath(setting))
+    configured = os.environ.get(ENV)
+    if configured:
+        return configured
+    if _usable(RUN_DIR):
+        return RUN_DIR
+    return os.path.join(tempfile.gettempdir(), "torchprobe")
+
+
+def write_atomically(path: str, document: dict[str, Any]) -> str | None:
+    """Write JSON to ``path`` through a temporary file and a rename, so a reader
+    never sees half a file. Returns the error as text instead of raising."""
+    directory = os.path.dirname(path) or "."
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with open(temporary, "w", encoding="utf-8") as fp:
+            json.dump(document, fp, default=str)
+        os.replace(temporary, path)
+    except OSError as exc:
+        remove_quietly(temporary)
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def pid_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (from /proc), which
+    tells a live process from a later one that reused its PID."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fp:
+            fields = fp.read().rsplit(")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid: int, started: int | None) -> bool:
+    """True while the process that wrote a status file still runs (not a zombie,
+    not another process that has since taken its PID)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fp:
+            fields = fp.read().rsplit(")", 1)[1].split()
+    except OSError:
+        if not os.path.isdir("/proc/self"):  # no procfs: ask the kernel directly
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True
+            return True
+        return False
+    if fields[0] in ("Z", "X"):
+        return False
+    if started is not None:
+        try:
+            return int(fields[19]) == started
+        except (IndexError, ValueError):
+            return True
+    return True
