@@ -199,7 +199,7 @@ def test_the_cpu_tensor_check_runs_in_process_and_reports(make: Callable[..., Mo
 
 def test_the_status_file_holds_the_documented_state(make: Callable[..., Monitor],
                                                     tmp_path: Path) -> None:  # fmt: skip
-    m = make()
+    m = make().start()
     m.loaded()
     path = tmp_path / "status" / f"{os.getpid()}.json"
     wait_for(lambda: path.exists() and json.loads(path.read_text())["checks"])
@@ -216,7 +216,7 @@ def test_an_unwritable_status_dir_warns_once_and_never_breaks_the_app(
     make: Callable[..., Monitor], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="torchprobe")
-    m = make(status_dir="/dev/null/status")
+    m = make(status_dir="/dev/null/status").start()
     m.loading()
     m.loaded()
     time.sleep(0.5)
@@ -248,3 +248,14 @@ def test_a_forked_child_starts_its_own_monitor(make: Callable[..., Monitor]) -> 
     os.waitpid(pid, 0)
     assert os.read(read, 1) == b"1"
     assert m.state()["pid"] == os.getpid()
+
+
+def test_reporting_the_model_does_not_start_the_monitor(make: Callable[..., Monitor]) -> None:
+    # gunicorn --preload loads the app, and its model, in the master: nothing
+    # may start a thread (or touch CUDA) there before the fork.
+    m = make()
+    m.loading()
+    m.loaded()
+    assert m._owner is None
+    assert m.ready()  # the first question starts it, in the process that asks
+    assert m._owner == os.getpid()

@@ -22,6 +22,7 @@ import inspect
 import itertools
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -107,16 +108,18 @@ class Monitor:
         self._owner: int | None = None
         self._stopped = False
         self._counter = itertools.count(1)
+        self._lifecycle: dict[str, Any] = {"state": "waiting", "error": None, "since": time.time()}
+        self._sticky: dict[str, Any] | None = None
         self._reset()
+        os.register_at_fork(before=self._before_fork)
         if self._specs is not None:
             self._checks = self._build(self._specs)  # bad CHECK strings fail here, at once
 
     # -- life of the monitor -----------------------------------------------------
     def _reset(self) -> None:
-        now = time.time()
+        """Forget what belongs to one process (a forked child starts afresh);
+        what the app said of its model, and a sticky error, are kept."""
         self._inflight: dict[int, float] = {}
-        self._lifecycle: dict[str, Any] = {"state": "waiting", "error": None, "since": now}
-        self._sticky: dict[str, Any] | None = None
         self._results: list[dict[str, Any]] = []
         self._round_failed: list[str] = []
         self._running: tuple[str, float, float] | None = None  # label, started, timeout
@@ -148,6 +151,17 @@ class Monitor:
             with self._write_lock:  # not while a write is under way: it would come back
                 remove_quietly(self._status_path())
 
+    def _before_fork(self) -> None:
+        torch = sys.modules.get("torch")
+        cuda = getattr(torch, "cuda", None)
+        initialised = getattr(cuda, "is_initialized", lambda: False)
+        if self._owner == os.getpid() and initialised():
+            log.warning(
+                "torchprobe: forking after the monitor initialised CUDA in this process: the "
+                "child cannot use CUDA. Start the monitor after the fork (gunicorn: post_fork; "
+                "no --preload with a CUDA device)"
+            )
+
     def _ensure(self) -> None:
         if self._owner != os.getpid() and not self._stopped:
             self.start()
@@ -166,7 +180,8 @@ class Monitor:
             self.record_error(error)
 
     def _set_lifecycle(self, state: str, error: str | None) -> None:
-        self._ensure()
+        # Does not start the monitor: an app preloaded in gunicorn's master
+        # reports its model there, and nothing may touch CUDA before the fork.
         with self._lock:
             self._lifecycle = {"state": state, "error": error, "since": time.time()}
         self._publish()
