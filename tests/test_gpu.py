@@ -71,3 +71,55 @@ def test_a_gil_holding_hang_next_to_gpu_checks_is_killed_on_time() -> None:
                      timeout=60)  # fmt: skip
     assert "timed out after 2s" in result.stdout
     assert result.elapsed < 29
+
+
+def _serve(tmp_path, fault: str):  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    from conftest import TESTS
+
+    proc = subprocess.Popen([sys.executable, str(TESTS / "gpu_server.py"), str(tmp_path), fault],
+                            stdout=subprocess.PIPE, text=True, env=clean_env())  # fmt: skip
+    lines = []
+    assert proc.stdout is not None
+    while not lines or not lines[-1].startswith("live"):
+        line = proc.stdout.readline()
+        assert line, f"the server ended: {lines}"
+        lines.append(line.strip())
+    return proc, lines
+
+
+def test_a_device_side_assert_is_seen_by_the_servers_monitor_not_by_a_fresh_probe(
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    import time
+
+    proc, lines = _serve(tmp_path, "assert")
+    try:
+        assert lines[1] == "error AcceleratorError 710" or lines[1].startswith("error RuntimeError")
+        assert lines[2].startswith("after: ") and lines[2] != "after: cuda works"
+        assert lines[3] == "live False"
+        time.sleep(1.0)
+        status = run_cli(f"status-file:path={tmp_path}", timeout=60)
+        assert status.rc == 1 and "sticky CUDA error 710" in status.stdout, status.stdout
+        fresh = run_cli("cuda", "tensor", "--timeout", "60", timeout=120)
+        assert fresh.rc == 0, fresh.stdout  # why the in-process monitor exists
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_out_of_memory_in_the_server_is_not_sticky(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    proc, lines = _serve(tmp_path, "oom")
+    try:
+        assert lines[1].startswith("error OutOfMemoryError"), lines
+        assert lines[2] == "after: cuda works" and lines[3] == "live True"
+        time.sleep(1.0)
+        status = run_cli(f"status-file:path={tmp_path}", timeout=60)
+        assert status.rc == 0, status.stdout
+    finally:
+        proc.kill()
+        proc.wait()
