@@ -120,6 +120,8 @@ class Monitor:
         """Forget what belongs to one process (a forked child starts afresh);
         what the app said of its model, and a sticky error, are kept."""
         self._inflight: dict[int, float] = {}
+        self._loops: set[int] = set()
+        self._pid_start = pid_start(os.getpid())
         self._results: list[dict[str, Any]] = []
         self._round_failed: list[str] = []
         self._running: tuple[str, float, float] | None = None  # label, started, timeout
@@ -138,6 +140,7 @@ class Monitor:
             if self._owner is not None:  # a forked child: the parent's thread is not here
                 self._reset()
             self._owner = pid
+            self._pid_start = pid_start(pid)
             if self.status_dir is None and self._status_setting is not False:
                 self.status_dir = resolve_status_dir(self._status_setting)
         threading.Thread(target=self._run, name="torchprobe-monitor", daemon=True).start()
@@ -243,6 +246,11 @@ class Monitor:
 
         self._ensure()
         loop = loop or asyncio.get_running_loop()
+        with self._lock:
+            # One tick chain per loop: a second would hide the first one's lag.
+            if id(loop) in self._loops:
+                return
+            self._loops.add(id(loop))
 
         def tick() -> None:
             now = time.monotonic()
@@ -309,7 +317,7 @@ class Monitor:
             "schema_version": SCHEMA_VERSION,
             "torchprobe_version": __version__,
             "pid": os.getpid(),
-            "pid_start": pid_start(os.getpid()),
+            "pid_start": self._pid_start,
             "updated": now,
             "interval": self.interval,
             "max_busy": self.max_busy,

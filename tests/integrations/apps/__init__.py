@@ -1,0 +1,1 @@
+"""Apps the integration tests serve for real, and the code that serves them."""
