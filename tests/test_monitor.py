@@ -259,3 +259,13 @@ def test_reporting_the_model_does_not_start_the_monitor(make: Callable[..., Moni
     assert m._owner is None
     assert m.ready()  # the first question starts it, in the process that asks
     assert m._owner == os.getpid()
+
+
+@pytest.mark.parametrize("spec", ["cudaerror", "cudaerror:code=700"])
+def test_a_sticky_error_in_a_periodic_check_marks_the_process_for_good(
+    make: Callable[..., Monitor], spec: str
+) -> None:
+    m = make([spec])
+    wait_for(lambda: m.state()["sticky"])
+    assert m.state()["sticky"]["code"] == 700
+    assert not m.live() and m.live().reasons[0].startswith("sticky CUDA error 700")

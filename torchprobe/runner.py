@@ -13,7 +13,7 @@ from typing import Any
 
 from .base import Check, CheckFailed, CheckSkipped, Outcome, Status
 
-__all__ = ["capture", "execute", "normalize", "describe_exception"]
+__all__ = ["capture", "describe_exception", "error_details", "execute", "normalize"]
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -25,6 +25,18 @@ def describe_exception(exc: BaseException) -> str:
     if isinstance(exc, (CheckFailed, CheckSkipped)):
         return message
     return f"{name}: {message}"
+
+
+def error_details(exc: BaseException) -> dict[str, Any]:
+    """The raw error, for a failing outcome's details: its type, the CUDA error
+    code where torch gives one, and its message. The in-process monitor tells
+    a sticky CUDA error by them."""
+    code = getattr(exc, "error_code", None)
+    return {
+        "error_type": type(exc).__name__,
+        "error_code": code if isinstance(code, int) and not isinstance(code, bool) else None,
+        "error": " ".join(str(exc).split())[:500],
+    }
 
 
 def normalize(returned: Any) -> list[Outcome]:
@@ -57,7 +69,8 @@ def capture(work: Any) -> tuple[list[Outcome] | None, str | None]:
     except CheckFailed as exc:
         return [Outcome(Status.FAIL, exc.message, exc.details)], None
     except Exception as exc:  # noqa: BLE001 - any failure of a check is its result
-        return [Outcome(Status.FAIL, describe_exception(exc))], traceback.format_exc()
+        failure = Outcome(Status.FAIL, describe_exception(exc), error_details(exc))
+        return [failure], traceback.format_exc()
     return None, None
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..base import CheckFailed
 
-__all__ = ["import_torch", "build_info", "describe_cuda_error", "error_details"]
+__all__ = ["import_torch", "build_info", "describe_cuda_error"]
 
 
 def import_torch() -> Any:
@@ -45,14 +45,3 @@ def describe_cuda_error(exc: BaseException, device: str) -> str:
     if code is not None:
         prefix += f" (CUDA error {code})"
     return f"{prefix}: {text[:300]}"
-
-
-def error_details(exc: BaseException) -> dict[str, Any]:
-    """The raw error, for details: type, CUDA error code (where torch gives
-    one) and message."""
-    code = getattr(exc, "error_code", None)
-    return {
-        "error_type": type(exc).__name__,
-        "error_code": code if isinstance(code, int) else None,
-        "error": " ".join(str(exc).split())[:500],
-    }

@@ -9,7 +9,8 @@ from typing import Any
 
 from ..base import Check, CheckFailed, Option, Outcome, failed, passed
 from ..options import listof, text
-from ._torch import build_info, describe_cuda_error, error_details, import_torch
+from ..runner import error_details
+from ._torch import build_info, describe_cuda_error, import_torch
 
 __all__ = ["TensorCheck"]
 

@@ -83,3 +83,11 @@ def counts(path: str) -> str:
     with open(path, "a") as fp:
         fp.write("run\n")
     return "counted"
+
+
+def cudaerror(code: str = "") -> None:
+    """Raises a sticky CUDA error the way torch does (with error_code when code= is given)."""
+    exc = RuntimeError("CUDA error: an illegal memory access was encountered")
+    if code:
+        exc.error_code = int(code)  # type: ignore[attr-defined]
+    raise exc
