@@ -158,3 +158,27 @@ def test_torch_checks_share_one_worker_process(tmp_path: Path) -> None:
     assert [c["check"] for c in data["checks"]] == ["cuda", "tensor"]
     assert data["checks"][1]["status"] == "pass"
     assert os.environ.get("TORCHPROBE_PARENT_PID") is None
+
+
+def test_torch_is_imported_once_per_run_and_never_by_torchprobe_itself(tmp_path: Path) -> None:
+    # A sitecustomize on PYTHONPATH runs in every interpreter the run starts
+    # (workers included); its import hook records each process that imports
+    # torch. (Workers are killed once their results are in: no atexit there.)
+    log = tmp_path / "imports.log"
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        "class Spy:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch':\n"
+        f"            with open({str(log)!r}, 'a') as fp:\n"
+        "                fp.write(f\"{os.getpid()} {' '.join(sys.argv)}\\n\")\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Spy())\n"
+    )
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    result = run_cli("cuda", "tensor:device=cpu", "tensor:device=cpu,name=again",
+                     env=clean_env(PYTHONPATH=path), timeout=120)  # fmt: skip
+    assert [line.split()[0] for line in result.lines] == ["FAIL", "PASS", "PASS", "UNHEALTHY:"]
+    records = [line.split(" ", 1) for line in log.read_text().splitlines()]
+    assert len({pid for pid, _ in records}) == 1, records  # one process imported torch
+    assert all(argv.endswith(("torchprobe.worker", "torchprobe/worker.py")) for _, argv in records)
