@@ -123,3 +123,36 @@ def test_out_of_memory_in_the_server_is_not_sticky(tmp_path) -> None:  # type: i
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_nearly_full_gpu_fails_the_tensor_probe_fast_and_says_out_of_memory() -> None:
+    import subprocess
+    import sys
+    import time
+
+    hog = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time, torch\n"
+         "free, total = torch.cuda.mem_get_info(0)\n"
+         "block = torch.empty(free - 150 * 2**20, dtype=torch.uint8, device='cuda:0')\n"
+         "print('holding', flush=True)\n"
+         "time.sleep(300)\n"],
+        stdout=subprocess.PIPE, text=True, env=clean_env(),
+    )  # fmt: skip
+    try:
+        assert hog.stdout is not None and hog.stdout.readline().strip() == "holding"
+        started = time.monotonic()
+        result = run_cli("--format", "json", "tensor:device=cuda:0", "nvml:max-memory=90",
+                         "--timeout", "60", timeout=120)  # fmt: skip
+        elapsed = time.monotonic() - started
+        print(result.stdout)
+        checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
+        assert result.rc == 1 and elapsed < 30
+        assert checks["tensor"]["status"] == "fail"
+        assert "out of memory" in checks["tensor"]["message"], checks["tensor"]["message"]
+        nvml = checks["nvml"]["details"]
+        if nvml.get("memory_percent", 0) >= 90:  # where NVML sees the hog's memory
+            assert checks["nvml"]["status"] == "fail"
+    finally:
+        hog.kill()
+        hog.wait()

@@ -8,7 +8,7 @@ import pytest
 from conftest import run_cli
 
 from torchprobe.base import CheckFailed, Status
-from torchprobe.checks._torch import describe_cuda_error
+from torchprobe.checks._torch import describe_cuda_error, describe_oom, nvml_memory
 from torchprobe.checks.cuda import CudaCheck
 from torchprobe.checks.tensor import TensorCheck
 from torchprobe.runner import execute
@@ -75,10 +75,28 @@ def test_tensor_fails_when_the_device_computes_garbage(monkeypatch: pytest.Monke
 
 def test_out_of_memory_is_named_as_such_whichever_way_it_is_raised() -> None:
     oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 MiB")
-    assert "out of memory" in describe_cuda_error(oom, "cuda:0")
+    message = describe_cuda_error(oom, "cuda:0")
+    assert message.startswith("cuda:0: out of memory allocating the probe's tiny tensor")
     context_oom = RuntimeError("CUDA error: out of memory")
     message = describe_cuda_error(context_oom, "cuda:0")
-    assert message.startswith("cuda:0: out of memory") and "the GPU is full" in message
+    assert message.startswith("cuda:0: out of memory creating the CUDA context")
+    assert "the GPU is full" in message
+
+
+def test_out_of_memory_at_context_creation_shows_nvmls_free_figure() -> None:
+    class AcceleratorError(RuntimeError):
+        error_code = 2
+
+    message = describe_oom(AcceleratorError("CUDA error: out of memory"), "cuda:0",
+                           (126 * 1024 * 1024, 81559 * 1024 * 1024))  # fmt: skip
+    assert message.startswith(
+        "cuda:0: out of memory creating the CUDA context (it needs several hundred MiB); "
+        "NVML: 126 MiB free of 81559 MiB — the GPU is full (AcceleratorError:"
+    )
+
+
+def test_nvml_memory_is_none_where_there_is_no_gpu() -> None:
+    assert nvml_memory(torch, "cuda:0") is None
 
 
 def test_cuda_error_codes_are_reported() -> None:

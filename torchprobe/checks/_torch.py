@@ -7,7 +7,9 @@ from typing import Any
 
 from ..base import CheckFailed
 
-__all__ = ["import_torch", "build_info", "describe_cuda_error"]
+__all__ = ["build_info", "describe_cuda_error", "describe_oom", "import_torch", "nvml_memory"]
+
+MiB = 1024 * 1024
 
 
 def import_torch() -> Any:
@@ -31,17 +33,55 @@ def build_info(torch: Any) -> dict[str, Any]:
     return info
 
 
-def describe_cuda_error(exc: BaseException, device: str) -> str:
-    """A device error as one line that says what it means."""
+def describe_cuda_error(exc: BaseException, device: str, torch: Any = None) -> str:
+    """A device error as one line that says what it means.
+
+    Out of memory is told apart: at context creation (``AcceleratorError``
+    code 2, "CUDA error: out of memory": the GPU has no room for a context at
+    all) or allocating the probe's tensor (``OutOfMemoryError``); with
+    ``torch`` given, NVML's free-memory figure for that GPU goes beside it.
+    """
     text = " ".join(str(exc).split())
     code = getattr(exc, "error_code", None)
-    lowered = text.lower()
-    if "out of memory" in lowered:
-        return (
-            f"{device}: out of memory ({type(exc).__name__}: {text[:160]}) — "
-            "the GPU is full; creating a CUDA context alone needs several hundred MiB"
-        )
+    if "out of memory" in text.lower():
+        memory = nvml_memory(torch, device) if torch is not None else None
+        return describe_oom(exc, device, memory)
     prefix = f"{device}: {type(exc).__name__}"
     if code is not None:
         prefix += f" (CUDA error {code})"
     return f"{prefix}: {text[:300]}"
+
+
+def describe_oom(exc: BaseException, device: str, memory: tuple[int, int] | None) -> str:
+    text = " ".join(str(exc).split())
+    if type(exc).__name__ == "OutOfMemoryError":
+        what = "out of memory allocating the probe's tiny tensor"
+    else:
+        what = "out of memory creating the CUDA context (it needs several hundred MiB)"
+    figure = ""
+    if memory is not None:
+        free, total = memory
+        figure = f"; NVML: {free / MiB:.0f} MiB free of {total / MiB:.0f} MiB"
+    return f"{device}: {what}{figure} — the GPU is full ({type(exc).__name__}: {text[:120]})"
+
+
+def nvml_memory(torch: Any, device: str) -> tuple[int, int] | None:
+    """(free, total) bytes of a torch CUDA device as NVML sees it, or None.
+
+    NVML ignores CUDA_VISIBLE_DEVICES, so the device is found by its UUID.
+    """
+    try:
+        index = torch.device(device).index or 0
+        uuid = str(torch.cuda.get_device_properties(index).uuid)
+        uuid = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
+            info = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            return int(info.free), int(info.total)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - the figure is a nicety beside the failure
+        return None

@@ -71,7 +71,7 @@ class CudaCheck(Check):
                 device["memory_free"] = free
                 device["memory_total"] = total
             except Exception as exc:  # noqa: BLE001 - one bad device is one problem
-                device["error"] = describe_cuda_error(exc, f"cuda:{index}")
+                device["error"] = describe_cuda_error(exc, f"cuda:{index}", torch)
                 problems.append(device["error"])
             devices.append(device)
         info["devices"] = devices

@@ -75,7 +75,7 @@ class TensorCheck(Check):
         except Exception as exc:  # noqa: BLE001 - one bad device is one failing line
             # The raw error goes into the details too: the in-process monitor
             # tells a sticky CUDA error from a passing one by its code.
-            return failed(describe_cuda_error(exc, name), target=name,
+            return failed(describe_cuda_error(exc, name, torch), target=name,
                           seconds=round(time.monotonic() - started, 6),
                           **error_details(exc))  # fmt: skip
         elapsed = time.monotonic() - started
