@@ -39,6 +39,10 @@ _DROPPED = {
 }
 
 
+class SetupError(RuntimeError):
+    """The suite cannot run at all here (not a target missed): exit status 2."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """How much to measure: the full run for the figures, ``--quick`` for CI."""
@@ -76,7 +80,7 @@ def console_script() -> str:
     ``sys.executable``, so both sides use the same Python and site-packages."""
     path = Path(sys.executable).parent / "torchprobe"
     if not path.exists():
-        raise SystemExit(f"benchmarks: no torchprobe console script beside {sys.executable}; "
+        raise SetupError(f"no torchprobe console script beside {sys.executable}; "
                          "install torchprobe into this environment (pip install -e .)")  # fmt: skip
     return str(path)
 
@@ -178,7 +182,8 @@ class Target:
     def judge(self, broken: str = "") -> Target:
         """Set ``status`` from the figures; ``broken`` (a command misbehaved)
         makes a target missed whatever its figures say."""
-        if self.torchprobe is not None and self.baseline:
+        # A "max" target is judged on its own figure: a ratio beside it would mislead.
+        if self.kind != "max" and self.torchprobe is not None and self.baseline:
             self.ratio = self.torchprobe / self.baseline
         if broken:
             self.note = "; ".join(filter(None, [self.note, broken]))
@@ -197,9 +202,11 @@ class Target:
 
 
 def ratio_target(id: str, title: str, limit: float | None, tp: list[float], base: list[float],
-                 broken: str = "", note: str = "") -> Target:  # fmt: skip
-    """A target from two lists of wall times (their medians, and their ratio)."""
-    target = Target(id, title, "ratio" if limit is not None else REPORT, limit=limit, note=note,
+                 broken: str = "", note: str = "", unit: str = "s") -> Target:  # fmt: skip
+    """A target from two lists of figures (their medians, and their ratio);
+    with no ``limit`` it is reported, not judged."""
+    target = Target(id, title, "ratio" if limit is not None else REPORT, unit=unit, limit=limit,
+                    note=note,
                     torchprobe=median(tp), baseline=median(base),
                     samples={"torchprobe": _rounded(tp), "baseline": _rounded(base)})  # fmt: skip
     return target.judge(broken)
