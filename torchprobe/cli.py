@@ -23,8 +23,8 @@ from .base import Interrupted, UsageError  # noqa: E402
 from .options import duration  # noqa: E402
 
 FORMATS = ("text", "json", "prometheus")
-#: Time kept back from the run's deadline to kill workers and print the report.
-DEADLINE_MARGIN = 0.05
+#: --report's own deadline unless --timeout is given.
+REPORT_TIMEOUT = 30.0
 
 _verbose = False
 
@@ -45,7 +45,7 @@ EPILOG = """\b
 CHECK is NAME[:KEY=VALUE[,KEY=VALUE...]], e.g.
   torchprobe nvml:max-memory=95 tensor:device=cuda:0
   torchprobe http:url=http://127.0.0.1:8080/ping,timeout=2
-With no CHECK: $TORCHPROBE_CHECKS, else the default set "cuda tensor nvml".
+With no CHECK: --profile, else $TORCHPROBE_CHECKS, else "cuda tensor nvml".
 Durations: 2, 2.5, 500ms, 2s, 1m. ${NAME} in a value reads the environment.
 \b
 Exit status: 0 healthy (nothing failed, something passed); 1 anything else.
@@ -95,50 +95,192 @@ Exit status: 0 healthy (nothing failed, something passed); 1 anything else.
 @click.option(
     "--list", "list_", is_flag=True, help="List every registered check with its options, and exit."
 )
+@click.option(
+    "--profile",
+    envvar="TORCHPROBE_PROFILE",
+    show_envvar=True,
+    help="Run a named profile: built-in live, ready, startup, or one from the config file.",
+)
+@click.option(
+    "--config",
+    "config",
+    metavar="PATH",
+    help="The TOML file of profiles (else $TORCHPROBE_CONFIG, ./torchprobe.toml, "
+    "/etc/torchprobe.toml); read only for --profile and --dry-run.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the resolved checks and options; run nothing.")
+@click.option(
+    "--wait",
+    type=Duration(),
+    envvar="TORCHPROBE_WAIT",
+    show_envvar=True,
+    help="Re-run the checks until they all pass or this much time is spent.",
+)
+@click.option(
+    "--wait-interval",
+    type=Duration(),
+    default="1",
+    show_default=True,
+    envvar="TORCHPROBE_WAIT_INTERVAL",
+    show_envvar=True,
+    help="Pause between --wait rounds (growing a little each round).",
+)
+@click.option(
+    "--report",
+    is_flag=True,
+    help="Print a diagnostics report of this machine's GPUs, driver and torch, and exit 0.",
+)
+@click.option(
+    "--restart-after",
+    type=click.IntRange(min=1),
+    metavar="N",
+    envvar="TORCHPROBE_RESTART_AFTER",
+    show_envvar=True,
+    help="After N failed runs in a row, signal the container's main process (plain Docker).",
+)
+@click.option(
+    "--restart-signal",
+    metavar="NAME",
+    envvar="TORCHPROBE_RESTART_SIGNAL",
+    show_envvar=True,
+    help="The signal --restart-after sends (default TERM).",
+)
+@click.option(
+    "--restart-pid",
+    type=click.IntRange(min=1),
+    metavar="PID",
+    envvar="TORCHPROBE_RESTART_PID",
+    show_envvar=True,
+    help="The process --restart-after signals (default: the container's PID 1).",
+)
+@click.option(
+    "--restart-force",
+    is_flag=True,
+    envvar="TORCHPROBE_RESTART_FORCE",
+    show_envvar=True,
+    help="Allow --restart-after under Kubernetes, which restarts on its own liveness probe.",
+)
+@click.option(
+    "--log",
+    "log_file",
+    metavar="FILE",
+    envvar="TORCHPROBE_LOG",
+    show_envvar=True,
+    help="Append one JSON line per run to FILE (rotated at 1 MiB, 3 files kept).",
+)
+@click.option(
+    "--prometheus-textfile",
+    metavar="FILE",
+    envvar="TORCHPROBE_PROMETHEUS_TEXTFILE",
+    show_envvar=True,
+    help="Also write the Prometheus exposition to FILE, atomically.",
+)
 @click.version_option(
     __version__, "--version", prog_name="torchprobe", message="%(prog)s %(version)s"
 )
-def command(checks: tuple[str, ...], timeout: float, fmt: str, quiet: bool, verbose: bool,
-            list_: bool) -> int:  # fmt: skip
+def command(
+    checks: tuple[str, ...],
+    timeout: float,
+    fmt: str,
+    quiet: bool,
+    verbose: bool,
+    list_: bool,
+    profile: str | None,
+    config: str | None,
+    dry_run: bool,
+    wait: float | None,
+    wait_interval: float,
+    report: bool,
+    restart_after: int | None,
+    restart_signal: str | None,
+    restart_pid: int | None,
+    restart_force: bool,
+    log_file: str | None,
+    prometheus_textfile: str | None,
+) -> int:
     """Health probe for PyTorch inference services: runs each CHECK under its own
     timeout, prints a short report, and exits 0 (healthy) or 1 (unhealthy)."""
     global _verbose
     _verbose = verbose
+    ctx = click.get_current_context()
+
+    def given(name: str) -> bool:
+        return ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+
     if list_:
         from .listing import entries, render_list
 
         render_list(entries(), sys.stdout, fmt)
         return 0
-    if timeout <= 0:
-        raise UsageError("--timeout must be greater than zero")
+    if report:
+        from .report import run_report
 
-    from . import engine
+        code: int = run_report(
+            fmt, timeout if given("timeout") else REPORT_TIMEOUT, verbose, sys.stdout
+        )
+        return code
+    from .session import choose_checks, run_rounds
+    from .session import dry_run as show_plan
+
+    from_flag = ctx.get_parameter_source("profile") is click.core.ParameterSource.COMMANDLINE
+    source = choose_checks(checks, profile, from_flag, config, os.environ)
+    # One value each: flag > environment > profile > default.
+    if source.timeout is not None and not given("timeout"):
+        timeout = source.timeout
+    if source.format is not None and not given("fmt"):
+        fmt = source.format
+    if dry_run:
+        show_plan(source, timeout, fmt, config, os.environ, sys.stdout)
+        return 0
+    policy = None
+    if restart_after is not None:
+        from .restart import RestartPolicy
+
+        policy = RestartPolicy.from_options(restart_after, restart_signal, restart_pid,
+                                            restart_force, os.environ)  # fmt: skip
+        if policy is not None:
+            policy.refuse_checks(source.tokens)
+
     from .renderers import render
-    from .results import Report
 
-    planned = engine.plan(_tokens(checks), os.environ)
-    deadline = _STARTED + timeout - DEADLINE_MARGIN
-    results = engine.run(planned, deadline, timeout)
-    report = Report(results, time.monotonic() - _STARTED, __version__)
-    render(report, sys.stdout, fmt, quiet=quiet, verbose=verbose)
+    result = run_rounds(source.tokens, timeout, _STARTED, wait, wait_interval)
+    render(result, sys.stdout, fmt, quiet=quiet, verbose=verbose)
     sys.stdout.flush()
-    return report.exit_code
+    if log_file:
+        from .history import append_log
+
+        append_log(log_file, result, _note)
+    if prometheus_textfile:
+        from .history import write_textfile
+
+        write_textfile(prometheus_textfile, result, _note)
+    if policy is not None and wait is None:
+        policy.after_run(result.healthy, _make_note(log_file))
+    return result.exit_code
 
 
-def _tokens(checks: tuple[str, ...]) -> list[str]:
-    if checks:
-        return list(checks)
-    from .registry import DEFAULT_SET
+def _note(message: str) -> None:
+    click.echo(message, err=True)
 
-    configured = os.environ.get("TORCHPROBE_CHECKS", "")
-    if configured.strip():
-        import shlex
 
+def _make_note(log_file: str | None) -> Any:
+    """Notes of --restart-after go to stderr and, as a line of their own, to --log."""
+    if not log_file:
+        return _note
+
+    def note(message: str) -> None:
+        _note(message)
+        import datetime
+        import json
+
+        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
         try:
-            return shlex.split(configured)
-        except ValueError as exc:
-            raise UsageError(f"TORCHPROBE_CHECKS: {exc}") from None
-    return list(DEFAULT_SET)
+            with open(log_file, "a", encoding="utf-8") as fp:
+                fp.write(json.dumps({"time": stamp, "event": "restart", "message": message}) + "\n")
+        except OSError:
+            pass
+
+    return note
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -49,12 +49,15 @@ class Report:
     """All results of a run, and the verdict: healthy when nothing failed and
     at least one check passed (all-skipped proves nothing)."""
 
-    __slots__ = ("results", "duration", "version")
+    __slots__ = ("results", "duration", "version", "rounds")
 
-    def __init__(self, results: list[Result], duration: float, version: str) -> None:
+    def __init__(
+        self, results: list[Result], duration: float, version: str, rounds: int = 1
+    ) -> None:
         self.results = results
         self.duration = duration
         self.version = version
+        self.rounds = rounds  # with --wait: how many rounds ran
 
     def count(self, status: Status) -> int:
         return sum(1 for r in self.results if r.status is status)

@@ -45,6 +45,7 @@ def report_dict(report: Report, *, verbose: bool = False) -> dict[str, Any]:
         "healthy": report.healthy,
         "exit_code": report.exit_code,
         "duration": round(report.duration, 6),
+        "rounds": report.rounds,
         "counts": {
             "passed": report.count(Status.PASS),
             "failed": report.count(Status.FAIL),

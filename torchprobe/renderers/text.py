@@ -41,8 +41,9 @@ def _summary(report: Report) -> str:
     verdict = "healthy" if report.healthy else "UNHEALTHY"
     if not report.healthy and not failed:
         verdict += " (no check passed)"
+    rounds = f" after {report.rounds} rounds" if report.rounds > 1 else ""
     return (f"{verdict}: {passed} passed, {failed} failed, {skipped} skipped "
-            f"in {format_duration(report.duration)}")  # fmt: skip
+            f"in {format_duration(report.duration)}{rounds}")  # fmt: skip
 
 
 def _cut(text: str, limit: int) -> str:

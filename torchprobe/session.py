@@ -1,0 +1,124 @@
+"""One invocation of the command, between parsing and rendering: where the
+checks come from, and the rounds that run them (one, or several with --wait).
+
+Where the checks come from is one source, never a merge: the CHECK
+arguments, else the profile (``--profile`` / ``$TORCHPROBE_PROFILE``), else
+``$TORCHPROBE_CHECKS``, else the default set.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from . import __version__
+from .base import UsageError
+from .results import Report
+
+__all__ = ["Source", "choose_checks", "dry_run", "run_rounds"]
+
+#: Time kept back from a round's deadline to kill workers and print the report.
+DEADLINE_MARGIN = 0.05
+#: --wait's interval grows by this factor each round, up to this many times the first.
+BACKOFF, BACKOFF_CAP = 1.5, 5.0
+#: The least time worth starting a last --wait round with.
+LAST_ROUND = 0.25
+
+
+class Source:
+    """The checks of this invocation, where they came from, and a profile's settings."""
+
+    __slots__ = ("tokens", "origin", "timeout", "format")
+
+    def __init__(self, tokens: list[str], origin: str, timeout: float | None = None,
+                 fmt: str | None = None) -> None:  # fmt: skip
+        self.tokens = tokens
+        self.origin = origin
+        self.timeout = timeout
+        self.format = fmt
+
+
+def choose_checks(arguments: tuple[str, ...], profile: str | None, profile_from_flag: bool,
+                  config: str | None, environ: Mapping[str, str]) -> Source:  # fmt: skip
+    if arguments and profile and profile_from_flag:
+        raise UsageError("CHECK arguments and --profile are two sources of checks: give one")
+    if arguments:
+        return Source(list(arguments), "the command line")
+    if profile:
+        from .config import find_config, load_profile
+
+        chosen = load_profile(profile, find_config(config, environ))
+        return Source(chosen.checks, f"profile {profile!r} ({chosen.source})", chosen.timeout,
+                      chosen.format)  # fmt: skip
+    configured = environ.get("TORCHPROBE_CHECKS", "")
+    if configured.strip():
+        try:
+            return Source(shlex.split(configured), "TORCHPROBE_CHECKS")
+        except ValueError as exc:
+            raise UsageError(f"TORCHPROBE_CHECKS: {exc}") from None
+    from .registry import DEFAULT_SET
+
+    return Source(list(DEFAULT_SET), "the default set")
+
+
+def run_rounds(tokens: list[str], timeout: float, started: float, wait: float | None,
+               interval: float) -> Report:  # fmt: skip
+    """Run the checks once, or with ``wait`` until a round passes or the time is
+    spent. Each round has its own deadline; the whole wait never overruns."""
+    from . import engine
+
+    engine.plan(tokens, os.environ)  # a usage error stops at once, before any round
+    end = started + wait if wait else None
+    rounds = 0
+    pause = interval
+    while True:
+        rounds += 1
+        round_start = time.monotonic() if rounds > 1 else started
+        deadline = round_start + timeout - DEADLINE_MARGIN
+        if end is not None:
+            deadline = min(deadline, end - DEADLINE_MARGIN)
+        results = engine.run(engine.plan(tokens, os.environ), deadline, timeout)
+        report = Report(results, time.monotonic() - started, __version__, rounds)
+        if end is None or report.healthy:
+            return report
+        left = end - time.monotonic()
+        if left < LAST_ROUND:  # no time for another round worth running
+            return report
+        time.sleep(min(pause, left - LAST_ROUND))
+        pause = min(pause * BACKOFF, interval * BACKOFF_CAP)
+
+
+def dry_run(source: Source, timeout: float, fmt: str, config: str | None,
+            environ: Mapping[str, str], fp: TextIO) -> None:  # fmt: skip
+    """Print the resolved checks and options (secrets redacted); run nothing."""
+    from .config import find_config, validate_config
+    from .plan import plan
+
+    path = find_config(config, environ)
+    if path is not None:
+        validate_config(path)
+    planned = plan(source.tokens, environ)
+    checks: list[dict[str, Any]] = [
+        {"check": p.occurrence.check, "name": p.occurrence.label, "options": p.occurrence.shown,
+         "timeout": p.timeout,
+         "runs_in": f"worker process ({p.worker})" if p.worker else "torchprobe process"}
+        for p in planned
+    ]  # fmt: skip
+    if fmt == "json":
+        import json
+
+        document = {"source": source.origin, "config": path, "timeout": timeout, "format": fmt,
+                    "checks": checks}  # fmt: skip
+        json.dump(document, fp, indent=2, default=str)
+        fp.write("\n")
+        return
+    lines = [f"checks from {source.origin}; run timeout {timeout:g}s; format {fmt}",
+             f"config file: {path or 'none found'}"]  # fmt: skip
+    for c in checks:
+        options = ",".join(f"{k}={v}" for k, v in c["options"].items()) or "(defaults)"
+        lines.append(f"  {c['name']}: {c['check']} {options}; timeout {c['timeout']:g}s; "
+                     f"runs in the {c['runs_in']}")  # fmt: skip
+    fp.write("\n".join(lines) + "\n")
