@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from conftest import run_cli
@@ -107,3 +108,24 @@ def test_cuda_error_codes_are_reported() -> None:
                                   "cuda:1")  # fmt: skip
     assert message == ("cuda:1: AcceleratorError (CUDA error 710): "
                        "CUDA error: device-side assert triggered")  # fmt: skip
+
+
+def test_a_cuda_failure_carries_the_reports_hints(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import sys
+
+    from conftest import FAKES
+
+    from torchprobe.checks.cuda import _hints
+
+    monkeypatch.syspath_prepend(str(FAKES))
+    monkeypatch.setenv("TORCHPROBE_FAKE_NVML", '{"cuda_driver": 12020}')
+    monkeypatch.delitem(sys.modules, "pynvml", raising=False)
+    importlib.import_module("pynvml")
+    try:
+        text = _hints({"cuda": "12.8"})
+    finally:
+        sys.modules.pop("pynvml", None)
+    assert "12.2" in text and "12.8" in text, text
+    if not os.path.exists("/dev/nvidiactl"):
+        assert "no /dev/nvidia* device nodes" in text

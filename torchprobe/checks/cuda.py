@@ -52,7 +52,7 @@ class CudaCheck(Check):
             raise CheckFailed(
                 f"{count} CUDA device(s) visible, at least {self.min_devices} required "
                 f"({info['build']}; CUDA_VISIBLE_DEVICES and the container's --gpus decide "
-                "what is visible)",
+                f"what is visible){_hints(info)}",
                 **info,
             )
         devices: list[dict[str, Any]] = []
@@ -79,7 +79,7 @@ class CudaCheck(Check):
             f", driver {driver}" if driver else ""
         )
         if problems:
-            return failed("; ".join(problems) + f" ({versions})", **info)
+            return failed("; ".join(problems) + f" ({versions}){_hints(info)}", **info)
         names = _summarise([d["name"] for d in devices])
         return passed(f"{count} device(s): {names}; {versions}" if count else
                       f"no devices (min-devices=0); {versions}", **info)  # fmt: skip
@@ -128,3 +128,32 @@ def _driver_version(torch: Any) -> str | None:
     except Exception:  # noqa: BLE001
         api = 0
     return f"with CUDA {api // 1000}.{(api % 1000) // 10} API" if api else None
+
+
+def _hints(info: dict[str, Any]) -> str:
+    """The diagnostics report's hints that explain a CUDA failure: missing
+    device nodes, or a torch built for a newer CUDA than the driver runs."""
+    from ..report import host
+    from ..report.hints import device_nodes, driver_cuda
+
+    problems = device_nodes(host.device_nodes(), bool(host.container()["in_container"]))
+    mismatch = driver_cuda(info.get("cuda"), _driver_cuda_version())
+    if mismatch is not None:
+        problems.append(mismatch)
+    return "".join(f"; {p.what} — {p.hint}" for p in problems[:2])
+
+
+def _driver_cuda_version() -> int | None:
+    """The highest CUDA version the driver supports (NVML's 12080 form), or None."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            getter = getattr(pynvml, "nvmlSystemGetCudaDriverVersion_v2", None)
+            getter = getter or pynvml.nvmlSystemGetCudaDriverVersion
+            return int(getter())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - a hint is a nicety beside the failure
+        return None
