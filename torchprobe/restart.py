@@ -1,0 +1,307 @@
+"""``--restart-after N``: under plain Docker, end a container that has been
+fake-dead for N probe runs in a row, so that its restart policy restarts it.
+
+Plain Docker only marks a container unhealthy (Swarm, Kubernetes and Podman's
+``--health-on-failure`` act on it). With this option the probe counts its own
+failures in a state file and, at the Nth in a row, sends SIGTERM (or
+``--restart-signal``) to the container's main process, PID 1 (or
+``--restart-pid``). The probe still exits 1; a ``restart: unless-stopped`` or
+``always`` policy then starts the container again.
+
+No restart loop: the count belongs to one life of the target process (its
+start time, and the boot), so a restarted container starts from zero even
+where the state file survives the restart; it arms only after the first
+passing run of that life, so a slow model load never counts.
+
+The state file: ``$TORCHPROBE_STATE_DIR/restart-<pid>.state``, else
+``/run/torchprobe``, else ``<tempdir>/torchprobe``. Not ``.json``: the
+``status-file`` check reads every ``*.json`` in ``/run/torchprobe``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .base import Interrupted, UsageError
+
+__all__ = ["STATE_ENV", "RestartPolicy", "in_container", "process_life"]
+
+STATE_ENV = "TORCHPROBE_STATE_DIR"
+RUN_DIR = "/run/torchprobe"
+#: Overlapping runs hold the lock for a millisecond; past this, give up on this run.
+LOCK_WAIT = 1.0
+#: Probe checks that judge readiness. Not ready (a model loading, a server at
+#: capacity) is no reason to restart: only liveness checks may drive one.
+READINESS = re.compile(
+    r"(?:^|[:,])mode=ready(?=,|$)|/(?:ready|readyz|readiness)(?=$|[/?#,])", re.IGNORECASE
+)
+#: Process names of a service manager as PID 1: a system container or a host,
+#: whose PID 1 is not "the app" and must never be sent SIGTERM by default.
+SYSTEM_INITS = frozenset({"systemd", "init", "upstart", "launchd"})
+CGROUP_HINTS = ("docker", "containerd", "kubepods", "libpod", "lxc", "crio")
+
+Note = Callable[[str], None]
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as fp:
+            return fp.read()
+    except OSError:
+        return None
+
+
+def process_life(pid: int) -> str | None:
+    """What tells this life of ``pid`` from any later process with that PID:
+    the boot and the start time (/proc/PID/stat field 22). None when it is gone."""
+    stat = _read(f"/proc/{pid}/stat")
+    if stat is None:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    boot = (_read("/proc/sys/kernel/random/boot_id") or "").strip()
+    return f"{boot}:{fields[19]}"
+
+
+def in_container(proc: str = "/proc", root: str = "/") -> bool:
+    """True only on positive evidence of a container whose PID 1 is the app
+    (or its init), never a service manager: a wrong yes would SIGTERM a host."""
+    comm = (_read(f"{proc}/1/comm") or "").strip()
+    if comm in SYSTEM_INITS:
+        return False
+    if any(os.path.exists(os.path.join(root, m)) for m in (".dockerenv", "run/.containerenv")):
+        return True
+    cgroup = _read(f"{proc}/1/cgroup") or ""
+    return any(hint in cgroup for hint in CGROUP_HINTS)
+
+
+def parse_signal(name: str) -> signal.Signals:
+    key = name.strip().upper()
+    key = key if key.startswith("SIG") else f"SIG{key}"
+    try:
+        return signal.Signals[key]
+    except KeyError:
+        raise UsageError(
+            f"--restart-signal: unknown signal {name!r} (e.g. TERM, INT, QUIT, HUP)"
+        ) from None
+
+
+def default_state_dir(environ: Mapping[str, str]) -> str:
+    configured = environ.get(STATE_ENV)
+    if configured:
+        return configured
+    # /run/torchprobe where it exists and is writable (Dockerfile.example makes
+    # it for its user) or can be made; nothing is created before a run needs it.
+    usable = os.access(RUN_DIR, os.W_OK | os.X_OK) if os.path.isdir(RUN_DIR) else (
+        os.access(os.path.dirname(RUN_DIR), os.W_OK | os.X_OK))  # fmt: skip
+    return RUN_DIR if usable else os.path.join(tempfile.gettempdir(), "torchprobe")
+
+
+def _receives(pid: int, signum: int) -> bool | None:
+    """Whether a namespace's init gets the signal: the kernel drops it unless
+    the process catches it (SigCgt), blocks it to take it later (SigBlk:
+    signalfd), or sleeps in sigtimedwait for it (tini, dumb-init: the wait
+    unblocks it, so it shows in neither mask). None when it cannot be told."""
+    masks: dict[str, int] = {}
+    for line in (_read(f"/proc/{pid}/status") or "").splitlines():
+        key, _, value = line.partition(":")
+        if key in ("SigCgt", "SigBlk"):
+            masks[key] = int(value, 16)
+    if len(masks) < 2:
+        return None
+    if (masks["SigCgt"] | masks["SigBlk"]) >> (signum - 1) & 1:
+        return True
+    wchan = (_read(f"/proc/{pid}/wchan") or "").strip()
+    if "sigtimedwait" in wchan:
+        return True
+    return None if wchan in ("", "0") else False
+
+
+@dataclass
+class RestartPolicy:
+    """Counts failed runs per life of the target process and signals it at ``after``."""
+
+    after: int
+    signum: signal.Signals = signal.SIGTERM
+    pid: int = 1
+    state_dir: str = field(default_factory=lambda: default_state_dir(os.environ))
+    #: The target's current life (see process_life); injectable for tests.
+    life: Callable[[int], str | None] = process_life
+
+    @classmethod
+    def from_options(cls, after: int | None, signal_name: str | None, pid: int | None,
+                     force: bool, environ: Mapping[str, str]) -> RestartPolicy | None:  # fmt: skip
+        if after is None:
+            return None
+        if after < 1:
+            raise UsageError("--restart-after must be at least 1")
+        signum = parse_signal(signal_name or "TERM")
+        if pid is not None and pid < 1:
+            raise UsageError("--restart-pid must be a process ID (1 or more)")
+        if environ.get("KUBERNETES_SERVICE_HOST") and not force:
+            raise UsageError(
+                "--restart-after: running under Kubernetes (KUBERNETES_SERVICE_HOST is set), "
+                "which restarts containers on its own livenessProbe; use that, or --restart-force"
+            )
+        if pid is None and not in_container():
+            raise UsageError(
+                "--restart-after: not inside a container (no /.dockerenv, /run/.containerenv "
+                "or container cgroup): name the process to signal with --restart-pid"
+            )
+        target = 1 if pid is None else pid
+        if target == 1 and signum in (signal.SIGKILL, signal.SIGSTOP):
+            # The kernel never delivers these to a PID namespace's init from inside it.
+            raise UsageError(
+                f"--restart-signal {signum.name[3:]}: never delivered to PID 1 from inside "
+                "its container; use TERM (the default), INT or QUIT"
+            )
+        return cls(after, signum, target, default_state_dir(environ))
+
+    @property
+    def state_path(self) -> str:
+        return os.path.join(self.state_dir, f"restart-{self.pid}.state")
+
+    def refuse_checks(self, tokens: list[str]) -> None:
+        """A usage error for any readiness check: ``mode=ready`` among a check's
+        options, or a URL path ending in /ready, /readyz or /readiness."""
+        for token in tokens:
+            if READINESS.search(token):
+                raise UsageError(
+                    f"--restart-after: {token!r} checks readiness; not ready (a model loading, "
+                    "a server at capacity) is no reason to restart: use a liveness check "
+                    "(status-file:mode=live, a /health or /live endpoint)"
+                )
+
+    def after_run(self, healthy: bool, note: Note) -> None:
+        """Count this run and act at the Nth failure in a row. Never raises:
+        whatever goes wrong is one note, and the probe's result stands."""
+        try:
+            self._count(healthy, note)
+        except Interrupted:
+            raise
+        except OSError as exc:
+            note(f"torchprobe: restart: cannot keep count in {self.state_path}: "
+                 f"{exc.strerror or exc}; this run not counted "
+                 f"(set {STATE_ENV} to a writable directory)")  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - never let a side job change the verdict
+            note(f"torchprobe: restart: internal error, this run not counted: {exc!r}")
+
+    def _count(self, healthy: bool, note: Note) -> None:
+        life = self.life(self.pid)
+        if life is None:
+            if not healthy:
+                note(f"torchprobe: restart: no process {self.pid} to restart")
+            return
+        os.makedirs(self.state_dir, exist_ok=True)
+        fd = _lock(self.state_path)
+        try:
+            state = _load(fd, life)
+            if healthy:
+                state.update(armed=True, failures=0)
+            elif state["armed"]:
+                state["failures"] += 1
+            act = state["failures"] >= self.after
+            if act:
+                state.update(failures=0, signals=state["signals"] + 1)
+            state.update(pid=self.pid, updated=time.time())
+            # Written before the signal: with no record of it there is no signal.
+            _write(self.state_path, state)
+            if healthy:
+                return
+            if act:
+                self._signal(state["signals"], note)
+            elif state["armed"]:
+                note(f"torchprobe: restart: {state['failures']} of {self.after} failed runs in "
+                     f"a row; then {self.signum.name} to PID {self.pid}")  # fmt: skip
+            else:
+                note(f"torchprobe: restart: not armed until a run passes in this life of "
+                     f"PID {self.pid}")  # fmt: skip
+        finally:
+            os.close(fd)
+
+    def _signal(self, times: int, note: Note) -> None:
+        name = (_read(f"/proc/{self.pid}/comm") or "?").strip()
+        runs = "run" if self.after == 1 else "runs"
+        what = f"{self.signum.name} to PID {self.pid} ({name}) after {self.after} failed {runs}"
+        extra = (f" (signal {times} in this life: the earlier did not end it; does PID "
+                 f"{self.pid} act on {self.signum.name}?)" if times > 1 else "")  # fmt: skip
+        if self.pid == 1 and _receives(1, self.signum) is False:
+            extra += (f"; but PID 1 neither catches nor waits for {self.signum.name}, so the "
+                      "kernel drops it: run the container with --init")  # fmt: skip
+        # Said before it is done: a container that stops at once takes this
+        # probe with it, and the line must already be on its way to Docker.
+        note(f"torchprobe: restart: sending {what}{extra}")
+        try:
+            os.kill(self.pid, self.signum)
+        except OSError as exc:
+            note(f"torchprobe: restart: could not send {self.signum.name} to PID {self.pid}: "
+                 f"{exc.strerror}")  # fmt: skip
+
+
+def _lock(path: str) -> int:
+    """Open and flock the state file. Writers replace it by rename, so a lock
+    won on a file that has since been replaced is retried on the new one."""
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        # Read-only is enough: the file is only ever replaced, never written in place.
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise OSError(errno.EWOULDBLOCK, "locked by another run for 1s") from None
+                    time.sleep(0.002)
+            try:
+                held, current = os.fstat(fd), os.stat(path)
+                if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
+                    return fd
+            except FileNotFoundError:
+                pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _load(fd: int, life: str) -> dict[str, Any]:
+    """The count so far in this life; zero for a new life of the target (the
+    file survived a restart) and for a file that cannot be read as one."""
+    fresh: dict[str, Any] = {"life": life, "armed": False, "failures": 0, "signals": 0}
+    data = b""
+    while chunk := os.read(fd, 65536):
+        data += chunk
+    try:
+        state = json.loads(data) if data else {}
+        if isinstance(state, dict) and state.get("life") == life:
+            fresh.update(armed=state["armed"] is True, failures=int(state["failures"]),
+                         signals=int(state["signals"]))  # fmt: skip
+    except (ValueError, KeyError, TypeError):
+        pass  # unreadable: start over rather than guess
+    return fresh
+
+
+def _write(path: str, state: dict[str, Any]) -> None:
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(temporary, "w", encoding="utf-8") as fp:
+            json.dump(state, fp)
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
