@@ -56,6 +56,10 @@ while :; do
     fi
     case "$health" in
         healthy)
+            # Docker's verdict is one probe's; ask every worker once more, the
+            # way a job waits on a service without a HEALTHCHECK of its own.
+            docker exec "$name" torchprobe --wait 30s --profile ready >&2 \
+                || fail "healthy, but torchprobe --profile ready did not pass within 30s"
             echo "ci-smoke: OK: healthy after $((SECONDS - started))s"
             exit 0
             ;;
