@@ -5,16 +5,23 @@ reaped, with ``time.perf_counter``; its peak RSS comes from ``os.wait4``, which
 returns the rusage of that one child (``subprocess.run`` reaps with ``waitpid``
 and drops it, and ``getrusage(RUSAGE_CHILDREN)`` is the maximum over every
 child reaped so far, not per run).
+
+Both are taken by a small launcher (``python -I -S``, about 9 MiB), not by this
+process: Linux carries the RSS high-water mark of the address space a child
+had before ``exec`` into its ``ru_maxrss``, and a child of this process starts
+as a copy (or, spawned with vfork, a borrower) of this process's address space,
+so every command would have reported at least this process's own peak (25 MiB
+and more once matplotlib is loaded) whatever it used itself.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import subprocess
 import sys
-import threading
-import time
+import sysconfig
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,9 +66,29 @@ class Settings:
 
     @classmethod
     def make(cls, quick: bool) -> Settings:
-        if quick:  # under a minute in all
-            return cls(True, 5, 2, 2, 1, 2, 10.0, 2, 1)
-        return cls(False, 15, 3, 5, 1, 5, 30.0, 5, 3)
+        if quick:  # under a minute in all; its figures are only indicative
+            return cls(
+                quick=True,
+                reps=5,
+                warmup=2,
+                torch_reps=1,  # three runs that import torch: 10 s
+                torch_warmup=0,
+                concurrency_reps=2,
+                cpu_window=10.0,
+                wrk_seconds=4,
+                wrk_rounds=1,
+            )
+        return cls(
+            quick=False,
+            reps=15,
+            warmup=3,
+            torch_reps=5,
+            torch_warmup=1,
+            concurrency_reps=5,
+            cpu_window=30.0,
+            wrk_seconds=10,
+            wrk_rounds=3,
+        )
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -76,13 +103,17 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def console_script() -> str:
-    """The installed ``torchprobe`` beside this interpreter: the baselines run
-    ``sys.executable``, so both sides use the same Python and site-packages."""
-    path = Path(sys.executable).parent / "torchprobe"
-    if not path.exists():
-        raise SetupError(f"no torchprobe console script beside {sys.executable}; "
-                         "install torchprobe into this environment (pip install -e .)")  # fmt: skip
-    return str(path)
+    """The installed ``torchprobe`` of this interpreter: beside it (a virtual
+    environment), else in its scripts directory (``/usr/local/bin`` for a
+    system Python). The baselines run ``sys.executable``, so both sides use the
+    same Python and the same site-packages."""
+    for folder in (Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))):
+        if (folder / "torchprobe").exists():
+            return str(folder / "torchprobe")
+    raise SetupError(
+        f"no torchprobe console script for {sys.executable}; "
+        "install torchprobe into this environment (pip install -e .)"
+    )
 
 
 @dataclass(frozen=True)
@@ -100,20 +131,43 @@ class Sample:
     code: int
 
 
+# The launcher: spawns argv[1:], reaps it with wait4, prints wall, ru_maxrss, status.
+_LAUNCHER = """\
+import os, sys, time
+null = os.open(os.devnull, os.O_RDWR)
+actions = [(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, null, 1),
+           (os.POSIX_SPAWN_DUP2, null, 2)]
+started = time.perf_counter()
+pid = os.posix_spawnp(sys.argv[1], sys.argv[1:], os.environ, file_actions=actions)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - started
+print(wall, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_once(command: Command) -> Sample:
-    started = time.perf_counter()
-    proc = subprocess.Popen(command.argv, env=dict(command.env), cwd=REPO,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    killer = threading.Timer(command.timeout, proc.kill)
-    killer.start()
+    # -I: the command's PYTHONPATH (the fake NVML) is not the launcher's business.
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", _LAUNCHER, *command.argv],
+        env=dict(command.env),
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    finally:
-        killer.cancel()
-    wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    return Sample(wall, usage.ru_maxrss, proc.returncode)
+        out, _ = proc.communicate(timeout=command.timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the command it started
+        proc.communicate()
+        return Sample(command.timeout, 0, -signal.SIGKILL)
+    try:
+        wall, maxrss, code = out.split()
+        return Sample(float(wall), int(maxrss), int(code))
+    except ValueError:
+        raise RuntimeError(
+            f"the launcher failed (exit {proc.returncode}) running {command.argv[0]}"
+        ) from None
 
 
 def alternate(commands: Mapping[str, Command], reps: int, warmup: int) -> dict[str, list[Sample]]:
@@ -201,19 +255,35 @@ class Target:
         return asdict(self)
 
 
-def ratio_target(id: str, title: str, limit: float | None, tp: list[float], base: list[float],
-                 broken: str = "", note: str = "", unit: str = "s") -> Target:  # fmt: skip
+def ratio_target(
+    id: str,
+    title: str,
+    limit: float | None,
+    tp: list[float],
+    base: list[float],
+    broken: str = "",
+    note: str = "",
+    unit: str = "s",
+) -> Target:
     """A target from two lists of figures (their medians, and their ratio);
     with no ``limit`` it is reported, not judged."""
-    target = Target(id, title, "ratio" if limit is not None else REPORT, unit=unit, limit=limit,
-                    note=note,
-                    torchprobe=median(tp), baseline=median(base),
-                    samples={"torchprobe": _rounded(tp), "baseline": _rounded(base)})  # fmt: skip
+    target = Target(
+        id,
+        title,
+        "ratio" if limit is not None else REPORT,
+        unit=unit,
+        limit=limit,
+        note=note,
+        torchprobe=median(tp),
+        baseline=median(base),
+        samples={"torchprobe": _rounded(tp), "baseline": _rounded(base)},
+    )
     return target.judge(broken)
 
 
-def not_measured(id: str, title: str, why: str, kind: str = "ratio", limit: float | None = None,
-                 unit: str = "s") -> Target:  # fmt: skip
+def not_measured(
+    id: str, title: str, why: str, kind: str = "ratio", limit: float | None = None, unit: str = "s"
+) -> Target:
     return Target(id, title, kind, unit=unit, limit=limit, note=why)
 
 

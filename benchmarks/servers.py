@@ -40,8 +40,9 @@ def http_server(delay: float = 0.0) -> Iterator[tuple[str, int]]:
     """Serve on 127.0.0.1, an ephemeral port; yields ``(base_url, port)``."""
     server = _Server(("127.0.0.1", 0), _Handler)
     server.delay = delay
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              name="bench-http", daemon=True)  # fmt: skip
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="bench-http", daemon=True
+    )
     thread.start()
     port = server.server_address[1]
     try:

@@ -52,7 +52,46 @@ Exit status: 0 healthy (nothing failed, something passed); 1 anything else.
 """
 
 
+def _wrap(text: str, width: int) -> list[str]:
+    """Greedy word wrap: all a fixed help table needs."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return [*lines, line] if line else lines
+
+
+class _Command(click.Command):
+    """click's help formatter wraps every line with textwrap, which costs more
+    than the rest of ``--help`` (a probe's start-up is paid millions of times);
+    the options are a fixed table, so a plain word wrap lays it out."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        width = max(40, min(ctx.terminal_width or 80, ctx.max_content_width or 100) - 2)
+        out = [f"Usage: {ctx.command_path} {' '.join(self.collect_usage_pieces(ctx))}", ""]
+        out += ["  " + line for line in _wrap(self.help or "", width - 2)] + ["", "Options:"]
+        options = [p for p in self.get_params(ctx) if isinstance(p, click.Option)]
+        records = [r for r in (p.get_help_record(ctx) for p in options) if r]
+        first = min(30, max(len(name) for name, _ in records) + 2)
+        for name, text in records:
+            body = _wrap(text, width - first - 2) or [""]
+            if len(name) + 2 > first:
+                out += [f"  {name}"] + [" " * (first + 2) + line for line in body]
+            else:
+                out.append(f"  {name:<{first}}{body[0]}")
+                out += [" " * (first + 2) + line for line in body[1:]]
+        # click's "\b" marks a block it must not rewrap; here it only separates them.
+        epilog = (self.epilog or "").strip().splitlines()
+        out += [""] + ["  " + line if line != "\b" else "" for line in epilog[1:]]
+        formatter.write("\n".join(out).rstrip() + "\n")
+
+
 @click.command(
+    cls=_Command,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=EPILOG,
 )
@@ -289,6 +328,15 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
+def _terminal_width() -> int:
+    """The width for --help. Click would ask shutil, whose import (it pulls in
+    zlib, bz2 and lzma) costs more than the rest of --help."""
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError):
+        return 80
+
+
 def _fail(message: str) -> NoReturn:
     click.echo(f"torchprobe: {message}", err=True)
     sys.exit(1)
@@ -298,7 +346,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _interrupt)
     try:
-        code = command.main(args=argv, prog_name="torchprobe", standalone_mode=False)
+        code = command.main(
+            args=argv,
+            prog_name="torchprobe",
+            standalone_mode=False,
+            terminal_width=_terminal_width(),
+        )
     except click.exceptions.Exit as exc:
         code = 0 if exc.exit_code == 0 else 1
     except click.ClickException as exc:
