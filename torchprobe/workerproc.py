@@ -94,6 +94,10 @@ class WorkerProcess:
         self.stderr_tail = b""
         self._buffer = b""
         env = dict(os.environ, TORCHPROBE_PARENT_PID=str(os.getpid()))
+        # The smallest CUDA context torch allows: modules load when first used
+        # (the default from CUDA 12.2; opt-in before). Eager loading took
+        # twice the memory on an H100. A value the user set is kept.
+        env.setdefault("CUDA_MODULE_LOADING", "LAZY")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "torchprobe.worker"],
             stdin=subprocess.PIPE,
