@@ -75,6 +75,20 @@ sort "$out/footprint-samples.txt" | uniq -c | sort -rn | head -20 >>"$log"
 scenario nothing-left 30 0 bash -c \
   '[ -z "$(nvidia-smi --query-compute-apps=pid --format=csv,noheader)" ]'
 
+# The diagnostics report: real device name, memory, driver and CUDA versions.
+scenario report-text 60 0 torchprobe --report
+scenario report-json 60 0 torchprobe --report --format json
+
+# Device selection: torch honours CUDA_VISIBLE_DEVICES, NVML does not; the
+# details map torch's devices to NVML's by UUID.
+scenario visible-devices 120 0 env CUDA_VISIBLE_DEVICES=0 torchprobe --timeout 60 \
+  --format json cuda tensor:device=cuda:0 nvml
+
+# A check hung in a CUDA kernel is killed at its timeout and frees the GPU.
+scenario cuda-hang 60 1 torchprobe --timeout 30 cudaspin:seconds=600,timeout=3
+scenario cuda-hang-nothing-left 30 0 bash -c \
+  'sleep 1; [ -z "$(nvidia-smi --query-compute-apps=pid --format=csv,noheader)" ]'
+
 # 3. A GIL-holding hang beside the GPU checks is killed at its timeout.
 scenario hang-killed 60 1 torchprobe --timeout 30 tensor:device=cuda:0 \
   gilhang:seconds=120,timeout=2

@@ -156,3 +156,29 @@ def test_a_nearly_full_gpu_fails_the_tensor_probe_fast_and_says_out_of_memory() 
     finally:
         hog.kill()
         hog.wait()
+
+
+def _gpu_used_bytes() -> int:
+    import pynvml
+
+    pynvml.nvmlInit()
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        return int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def test_a_check_hung_in_a_cuda_kernel_is_killed_on_time_and_frees_the_gpu() -> None:
+    import time
+
+    from conftest import require
+
+    require("cudaspin" in run_cli("--list").stdout, "test plugins not installed")
+    before = _gpu_used_bytes()
+    result = run_cli("cudaspin:seconds=600,timeout=3", "nvml", "--timeout", "30", timeout=60)
+    assert result.rc == 1
+    assert "cudaspin" in result.stdout and "timed out after 3s" in result.stdout, result.stdout
+    assert result.elapsed < 15, result.elapsed
+    time.sleep(1.0)
+    assert _gpu_used_bytes() - before < 64 * 2**20  # the worker's context is gone

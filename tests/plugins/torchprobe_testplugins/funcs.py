@@ -91,3 +91,12 @@ def cudaerror(code: str = "") -> None:
     if code:
         exc.error_code = int(code)  # type: ignore[attr-defined]
     raise exc
+
+
+def cudaspin(seconds: str = "600") -> str:
+    """Spins a CUDA kernel for about `seconds` and waits for it: a hung GPU call."""
+    import torch
+
+    torch.cuda._sleep(int(float(seconds) * 2e9))  # cycles: about 2 GHz
+    torch.cuda.synchronize()
+    return "the kernel finished"
