@@ -14,7 +14,8 @@ _STARTED = time.monotonic()
 import os  # noqa: E402 - the run's clock starts before anything else is imported
 import signal  # noqa: E402
 import sys  # noqa: E402
-from typing import Any, NoReturn  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any, NoReturn, TypeVar  # noqa: E402
 
 import click  # noqa: E402
 
@@ -22,6 +23,7 @@ from . import __version__  # noqa: E402
 from .base import Interrupted, UsageError  # noqa: E402
 from .options import duration  # noqa: E402
 
+F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ("text", "json", "prometheus")
 #: --report's own deadline unless --timeout is given.
 REPORT_TIMEOUT = 30.0
@@ -50,6 +52,11 @@ Durations: 2, 2.5, 500ms, 2s, 1m. ${NAME} in a value reads the environment.
 \b
 Exit status: 0 healthy (nothing failed, something passed); 1 anything else.
 """
+
+
+def _option(*declarations: str, env: str, **settings: Any) -> Callable[[F], F]:
+    """An option that can also come from ``TORCHPROBE_<env>``, shown in --help."""
+    return click.option(*declarations, envvar=f"TORCHPROBE_{env}", show_envvar=True, **settings)
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -96,49 +103,44 @@ class _Command(click.Command):
     epilog=EPILOG,
 )
 @click.argument("checks", nargs=-1, metavar="[CHECK[:KEY=VALUE,...]]...")
-@click.option(
+@_option(
     "--timeout",
     type=Duration(),
     default="10",
     show_default=True,
-    envvar="TORCHPROBE_TIMEOUT",
-    show_envvar=True,
     help="Deadline of the whole run, imports included.",
+    env="TIMEOUT",
 )
-@click.option(
+@_option(
     "--format",
     "fmt",
     type=click.Choice(FORMATS),
     default="text",
     show_default=True,
-    envvar="TORCHPROBE_FORMAT",
-    show_envvar=True,
     help="Output format.",
+    env="FORMAT",
 )
-@click.option(
+@_option(
     "-q",
     "--quiet",
     is_flag=True,
-    envvar="TORCHPROBE_QUIET",
-    show_envvar=True,
     help="Print only failures and the summary.",
+    env="QUIET",
 )
-@click.option(
+@_option(
     "-v",
     "--verbose",
     is_flag=True,
-    envvar="TORCHPROBE_VERBOSE",
-    show_envvar=True,
     help="Print details, and a failing check's traceback.",
+    env="VERBOSE",
 )
 @click.option(
     "--list", "list_", is_flag=True, help="List every registered check with its options, and exit."
 )
-@click.option(
+@_option(
     "--profile",
-    envvar="TORCHPROBE_PROFILE",
-    show_envvar=True,
     help="Run a named profile: built-in live, ready, startup, or one from the config file.",
+    env="PROFILE",
 )
 @click.option(
     "--config",
@@ -148,71 +150,63 @@ class _Command(click.Command):
     "/etc/torchprobe.toml); read only for --profile and --dry-run.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the resolved checks and options; run nothing.")
-@click.option(
+@_option(
     "--wait",
     type=Duration(),
-    envvar="TORCHPROBE_WAIT",
-    show_envvar=True,
     help="Re-run the checks until they all pass or this much time is spent.",
+    env="WAIT",
 )
-@click.option(
+@_option(
     "--wait-interval",
     type=Duration(),
     default="1",
     show_default=True,
-    envvar="TORCHPROBE_WAIT_INTERVAL",
-    show_envvar=True,
     help="Pause between --wait rounds (growing a little each round).",
+    env="WAIT_INTERVAL",
 )
 @click.option(
     "--report",
     is_flag=True,
     help="Print a diagnostics report of this machine's GPUs, driver and torch, and exit 0.",
 )
-@click.option(
+@_option(
     "--restart-after",
     type=click.IntRange(min=1),
     metavar="N",
-    envvar="TORCHPROBE_RESTART_AFTER",
-    show_envvar=True,
     help="After N failed runs in a row, signal the container's main process (plain Docker).",
+    env="RESTART_AFTER",
 )
-@click.option(
+@_option(
     "--restart-signal",
     metavar="NAME",
-    envvar="TORCHPROBE_RESTART_SIGNAL",
-    show_envvar=True,
     help="The signal --restart-after sends (default TERM).",
+    env="RESTART_SIGNAL",
 )
-@click.option(
+@_option(
     "--restart-pid",
     type=click.IntRange(min=1),
     metavar="PID",
-    envvar="TORCHPROBE_RESTART_PID",
-    show_envvar=True,
     help="The process --restart-after signals (default: the container's PID 1).",
+    env="RESTART_PID",
 )
-@click.option(
+@_option(
     "--restart-force",
     is_flag=True,
-    envvar="TORCHPROBE_RESTART_FORCE",
-    show_envvar=True,
     help="Allow --restart-after under Kubernetes, which restarts on its own liveness probe.",
+    env="RESTART_FORCE",
 )
-@click.option(
+@_option(
     "--log",
     "log_file",
     metavar="FILE",
-    envvar="TORCHPROBE_LOG",
-    show_envvar=True,
     help="Append one JSON line per run to FILE (rotated at 1 MiB, 3 files kept).",
+    env="LOG",
 )
-@click.option(
+@_option(
     "--prometheus-textfile",
     metavar="FILE",
-    envvar="TORCHPROBE_PROMETHEUS_TEXTFILE",
-    show_envvar=True,
     help="Also write the Prometheus exposition to FILE, atomically.",
+    env="PROMETHEUS_TEXTFILE",
 )
 @click.version_option(
     __version__, "--version", prog_name="torchprobe", message="%(prog)s %(version)s"
