@@ -302,16 +302,10 @@ def _make_note(log_file: str | None) -> Any:
         return _note
 
     def note(message: str) -> None:
-        _note(message)
-        import datetime
-        import json
+        from .history import append_event
 
-        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
-        try:
-            with open(log_file, "a", encoding="utf-8") as fp:
-                fp.write(json.dumps({"time": stamp, "event": "restart", "message": message}) + "\n")
-        except OSError:
-            pass
+        _note(message)
+        append_event(log_file, "restart", message, lambda _: None)
 
     return note
 

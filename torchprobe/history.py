@@ -16,16 +16,20 @@ from collections.abc import Callable
 
 from .results import Report
 
-__all__ = ["LOG_KEEP", "LOG_MAX_BYTES", "append_log", "write_textfile"]
+__all__ = ["LOG_KEEP", "LOG_MAX_BYTES", "append_event", "append_log", "write_textfile"]
 
 #: The log rotates at this size: FILE, FILE.1, FILE.2 are kept.
 LOG_MAX_BYTES = 1024 * 1024
 LOG_KEEP = 3
 
 
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
 def _line(report: Report) -> str:
     record = {
-        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+        "time": _now(),
         "status": "healthy" if report.healthy else "unhealthy",
         "duration": round(report.duration, 6),
         "rounds": report.rounds,
@@ -39,11 +43,22 @@ def _line(report: Report) -> str:
 
 
 def append_log(path: str, report: Report, note: Callable[[str], None]) -> None:
-    """Append one line for this run; rotate by size. Overlapping runs take an
-    exclusive lock on the log for the append and the rotation."""
+    """Append one line for this run; rotate by size."""
+    _append(path, _line(report), note)
+
+
+def append_event(path: str, event: str, message: str, note: Callable[[str], None]) -> None:
+    """Append a line for something the probe did (a restart), beside the runs."""
+    record = {"time": _now(), "event": event, "message": message}
+    _append(path, json.dumps(record) + "\n", note)
+
+
+def _append(path: str, text: str, note: Callable[[str], None]) -> None:
+    """Overlapping runs take an exclusive lock on the log for the append and
+    the rotation."""
     import fcntl
 
-    line = _line(report).encode()
+    line = text.encode()
     try:
         with open(path, "ab") as fp:
             fcntl.flock(fp.fileno(), fcntl.LOCK_EX)
@@ -62,20 +77,14 @@ def append_log(path: str, report: Report, note: Callable[[str], None]) -> None:
 
 
 def write_textfile(path: str, report: Report, note: Callable[[str], None]) -> None:
-    """Write the Prometheus exposition atomically: a temporary file in the same
-    directory, then a rename, so a collector never reads half a file."""
+    """Write the Prometheus exposition atomically, so a collector never reads
+    half a file."""
     from .renderers.prometheus import render_prometheus
+    from .statusdir import replace_atomically
 
     buffer = io.StringIO()
     render_prometheus(report, buffer)
-    temporary = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(temporary, "w", encoding="utf-8") as fp:
-            fp.write(buffer.getvalue())
-        os.replace(temporary, path)
+        replace_atomically(path, buffer.getvalue())
     except OSError as exc:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
         note(f"torchprobe: cannot write the Prometheus textfile {path}: {exc.strerror or exc}")

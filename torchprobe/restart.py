@@ -20,7 +20,6 @@ The state file: ``$TORCHPROBE_STATE_DIR/restart-<pid>.state``, else
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .base import Interrupted, UsageError
+from .statusdir import replace_atomically
 
 __all__ = ["STATE_ENV", "RestartPolicy", "in_container", "process_life"]
 
@@ -296,12 +296,4 @@ def _load(fd: int, life: str) -> dict[str, Any]:
 
 
 def _write(path: str, state: dict[str, Any]) -> None:
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(temporary, "w", encoding="utf-8") as fp:
-            json.dump(state, fp)
-        os.replace(temporary, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    replace_atomically(path, json.dumps(state))

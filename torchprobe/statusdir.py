@@ -19,6 +19,7 @@ __all__ = [
     "pid_alive",
     "pid_start",
     "remove_quietly",
+    "replace_atomically",
     "resolve_status_dir",
     "write_atomically",
 ]
@@ -60,18 +61,26 @@ def resolve_status_dir(setting: Any = None) -> str:
     return os.path.join(tempfile.gettempdir(), "torchprobe")
 
 
-def write_atomically(path: str, document: dict[str, Any]) -> str | None:
-    """Write JSON to ``path`` through a temporary file and a rename, so a reader
-    never sees half a file. Returns the error as text instead of raising."""
-    directory = os.path.dirname(path) or "."
+def replace_atomically(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory
+    and a rename, so a reader never sees half a file. Raises OSError."""
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
-        os.makedirs(directory, exist_ok=True)
         with open(temporary, "w", encoding="utf-8") as fp:
-            json.dump(document, fp, default=str)
+            fp.write(text)
         os.replace(temporary, path)
-    except OSError as exc:
+    except OSError:
         remove_quietly(temporary)
+        raise
+
+
+def write_atomically(path: str, document: dict[str, Any]) -> str | None:
+    """Write JSON to ``path`` atomically, creating its directory. Returns the
+    error as text instead of raising."""
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        replace_atomically(path, json.dumps(document, default=str))
+    except OSError as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
 
