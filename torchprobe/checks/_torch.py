@@ -3,13 +3,22 @@ describing the build. Only imported inside a worker process."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..base import CheckFailed
 
-__all__ = ["build_info", "describe_cuda_error", "describe_oom", "import_torch", "nvml_memory"]
+__all__ = [
+    "build_info",
+    "describe_cuda_error",
+    "describe_oom",
+    "import_torch",
+    "nvml_memory",
+    "nvml_reading",
+]
 
 MiB = 1024 * 1024
+T = TypeVar("T")
 
 
 def import_torch() -> Any:
@@ -65,6 +74,22 @@ def describe_oom(exc: BaseException, device: str, memory: tuple[int, int] | None
     return f"{device}: {what}{figure} — the GPU is full ({type(exc).__name__}: {text[:120]})"
 
 
+def nvml_reading(read: Callable[[Any], T]) -> T | None:
+    """``read(pynvml)`` between nvmlInit and nvmlShutdown, or None on any error:
+    what the torch checks take from NVML is a figure beside a result, never
+    the result itself."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return read(pynvml)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - a missing figure must not change the check
+        return None
+
+
 def nvml_memory(torch: Any, device: str) -> tuple[int, int] | None:
     """(free, total) bytes of a torch CUDA device as NVML sees it, or None.
 
@@ -73,15 +98,12 @@ def nvml_memory(torch: Any, device: str) -> tuple[int, int] | None:
     try:
         index = torch.device(device).index or 0
         uuid = str(torch.cuda.get_device_properties(index).uuid)
-        uuid = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
-            info = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            return int(info.free), int(info.total)
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - the figure is a nicety beside the failure
+    except Exception:  # noqa: BLE001 - no figure without the device's UUID
         return None
+    uuid = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+
+    def read(pynvml: Any) -> tuple[int, int]:
+        info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByUUID(uuid))
+        return int(info.free), int(info.total)
+
+    return nvml_reading(read)

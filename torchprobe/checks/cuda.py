@@ -8,7 +8,7 @@ from typing import Any
 
 from ..base import Check, CheckFailed, Option, Outcome, failed, passed
 from ..options import integer
-from ._torch import build_info, describe_cuda_error, import_torch
+from ._torch import build_info, describe_cuda_error, import_torch, nvml_reading
 
 __all__ = ["CudaCheck"]
 
@@ -111,17 +111,9 @@ def _driver_version(torch: Any) -> str | None:
             return match.group(1)
     except OSError:
         pass
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            version = pynvml.nvmlSystemGetDriverVersion()
-        finally:
-            pynvml.nvmlShutdown()
+    version = nvml_reading(lambda pynvml: pynvml.nvmlSystemGetDriverVersion())
+    if version is not None:
         return version.decode() if isinstance(version, bytes) else str(version)
-    except Exception:  # noqa: BLE001 - the version is a nicety, not the check
-        pass
     getter = getattr(torch._C, "_cuda_getDriverVersion", None)
     try:
         api = int(getter()) if getter is not None else 0
@@ -145,15 +137,9 @@ def _hints(info: dict[str, Any]) -> str:
 
 def _driver_cuda_version() -> int | None:
     """The highest CUDA version the driver supports (NVML's 12080 form), or None."""
-    try:
-        import pynvml
 
-        pynvml.nvmlInit()
-        try:
-            getter = getattr(pynvml, "nvmlSystemGetCudaDriverVersion_v2", None)
-            getter = getter or pynvml.nvmlSystemGetCudaDriverVersion
-            return int(getter())
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - a hint is a nicety beside the failure
-        return None
+    def read(pynvml: Any) -> int:
+        getter = getattr(pynvml, "nvmlSystemGetCudaDriverVersion_v2", None)
+        return int((getter or pynvml.nvmlSystemGetCudaDriverVersion)())
+
+    return nvml_reading(read)
