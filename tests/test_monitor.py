@@ -269,3 +269,11 @@ def test_a_sticky_error_in_a_periodic_check_marks_the_process_for_good(
     wait_for(lambda: m.state()["sticky"])
     assert m.state()["sticky"]["code"] == 700
     assert not m.live() and m.live().reasons[0].startswith("sticky CUDA error 700")
+
+
+def test_a_plugins_options_are_parsed_against_its_own_declarations(
+    make: Callable[..., Monitor],
+) -> None:
+    m = make(["rich:items=3"])  # items is an integer option of the plugin
+    wait_for(lambda: m.state()["checks"])
+    assert [c["name"] for c in m.state()["checks"]] == ["rich[0]", "rich[1]", "rich[2]"]

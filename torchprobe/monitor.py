@@ -344,16 +344,13 @@ class Monitor:
         planned = plan(specs, os.environ)
         built: list[Check] = []
         for p in planned:
-            if p.instance is None:
+            instance = p.instance
+            if instance is None:  # a plugin: parsed against its own declarations now
+                from .plan import instantiate
                 from .plugins import load_plugin
 
                 cls = load_plugin(p.occurrence.check, p.reference)
-                values = dict(p.occurrence.values)
-                if p.occurrence.timeout is not None:
-                    values["timeout"] = p.occurrence.timeout
-                instance = cls(**values)
-            else:
-                instance = p.instance
+                instance, _ = instantiate(cls, p.occurrence.text, os.environ)
             instance.label = p.occurrence.label  # type: ignore[attr-defined]
             built.append(instance)
         return built

@@ -12,7 +12,7 @@ from .base import Check, Outcome, Status, UsageError
 from .results import Result
 from .spec import Occurrence, parse_occurrence, split_name
 
-__all__ = ["Planned", "plan"]
+__all__ = ["Planned", "instantiate", "plan"]
 
 
 class Planned:
@@ -66,6 +66,27 @@ class Planned:
         self.finish([Outcome(Status.FAIL, message)], duration, error)
 
 
+def instantiate(cls: type[Check], token: str, environ: Mapping[str, str]
+                ) -> tuple[Check, Occurrence]:  # fmt: skip
+    """Parse ``token`` against the check class's declared options and make the
+    check; a bad option or value is a UsageError naming the check."""
+    from .runner import describe_exception
+
+    name = token.partition(":")[0]
+    occurrence = parse_occurrence(
+        token, {o.key: o for o in cls.options}, environ, accept_any=cls.accept_any
+    )
+    values = dict(occurrence.values)
+    if occurrence.timeout is not None:
+        values["timeout"] = occurrence.timeout
+    try:
+        return cls(**values), occurrence
+    except UsageError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"check {name!r}: {describe_exception(exc)}") from None
+
+
 def plan(tokens: Sequence[str], environ: Mapping[str, str]) -> list[Planned]:
     """Parse and validate every CHECK before anything runs.
 
@@ -79,14 +100,7 @@ def plan(tokens: Sequence[str], environ: Mapping[str, str]) -> list[Planned]:
         name, _ = split_name(token)
         cls = registry.builtin(name)
         if cls is not None:
-            occurrence = parse_occurrence(token, {o.key: o for o in cls.options}, environ)
-            values = dict(occurrence.values)
-            if occurrence.timeout is not None:
-                values["timeout"] = occurrence.timeout
-            try:
-                instance = cls(**values)
-            except (TypeError, ValueError) as exc:
-                raise UsageError(f"check {name!r}: {exc}") from None
+            instance, occurrence = instantiate(cls, token, environ)
             planned.append(Planned(index, occurrence, cls, registry.BUILTIN[name], False, instance))
             continue
         reference = registry.plugins().get(name)

@@ -23,8 +23,8 @@ import time
 from typing import IO, Any
 
 from .base import Check, UsageError
+from .plan import instantiate
 from .runner import capture, describe_exception, execute
-from .spec import parse_occurrence
 
 PR_SET_PDEATHSIG = 1
 
@@ -78,25 +78,12 @@ def _load(item: dict[str, Any]) -> type[Check]:
 def _prepare(item: dict[str, Any], channel: _Channel) -> tuple[Check | None, Any]:
     """Import and validate one check. A bad option raises UsageError; a plugin
     that fails to import becomes that check's failure, not the run's."""
-    failure, error = None, None
     loaded: list[type[Check]] = []
     failure, error = capture(lambda: loaded.append(_load(item)))
     if failure is not None:
         failure[0].message = f"plugin failed to load: {failure[0].message}"
         return None, (failure, error)
-    cls = loaded[0]
-    occurrence = parse_occurrence(
-        item["token"], {o.key: o for o in cls.options}, os.environ, accept_any=cls.accept_any
-    )
-    values = dict(occurrence.values)
-    if occurrence.timeout is not None:
-        values["timeout"] = occurrence.timeout
-    try:
-        check = cls(**values)
-    except UsageError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"check {item['check']!r}: {describe_exception(exc)}") from None
+    check, occurrence = instantiate(loaded[0], item["token"], os.environ)
     if item["plugin"]:
         channel.send(
             "valid",
