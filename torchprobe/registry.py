@@ -27,6 +27,17 @@ BUILTIN: dict[str, str] = {
     "http": "torchprobe.checks.http:HttpCheck",
     "tcp": "torchprobe.checks.tcp:TcpCheck",
     "status-file": "torchprobe.checks.status_file:StatusFileCheck",
+    # Model-server presets (torchprobe.checks.presets) and gRPC health.
+    "torchserve": "torchprobe.checks.presets:TorchServe",
+    "triton": "torchprobe.checks.presets:Triton",
+    "kserve": "torchprobe.checks.presets:KServe",
+    "vllm": "torchprobe.checks.presets:VLLM",
+    "tgi": "torchprobe.checks.presets:TGI",
+    "sglang": "torchprobe.checks.presets:SGLang",
+    "ray": "torchprobe.checks.presets:RayServe",
+    "bentoml": "torchprobe.checks.presets:BentoML",
+    "litserve": "torchprobe.checks.presets:LitServe",
+    "ollama": "torchprobe.checks.presets:Ollama",
 }
 
 DEFAULT_SET: tuple[str, ...] = ("cuda", "tensor", "nvml")

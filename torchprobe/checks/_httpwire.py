@@ -256,8 +256,12 @@ def fetch(
     proxy: tuple[str, int, list[tuple[str, str]]] | None,
     insecure: bool,
     clock: Deadline,
+    body: bytes = b"",
 ) -> Response:
-    """One request on a fresh connection; ``proxy`` is (host, port, proxy headers)."""
+    """One request on a fresh connection; ``proxy`` is (host, port, proxy headers).
+
+    A ``body`` goes after the headers, which must then carry its Content-Length.
+    """
     label = hostport(host, port)
     if proxy is None:
         sock = connect(host, port, clock, label)
@@ -271,7 +275,7 @@ def fetch(
             headers = [*headers, *proxy[2]]
         if scheme == "https":
             sock = start_tls(sock, host, insecure, clock, label)
-        _send(sock, _request(method, target, headers), clock, label)
+        _send(sock, _request(method, target, headers) + body, clock, label)
         reader = _Reader(sock, clock, label)
         response = reader.read_head()
         while 100 <= response.status < 200 and response.status != 101:

@@ -10,16 +10,26 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..base import Check, CheckFailed, Option, Outcome, UsageError, passed
 from ..options import boolean, choice, text
-from .tcp import hostport, split_hostport
+from .tcp import Deadline, hostport, split_hostport
 
 if TYPE_CHECKING:
     from ._httpwire import Response
 
-__all__ = ["HttpCheck", "Url", "parse_url"]
+__all__ = [
+    "HttpCheck",
+    "Reply",
+    "Url",
+    "exchange",
+    "json_body",
+    "json_mismatch",
+    "parse_url",
+    "status_accepted",
+]
 
 MAX_REDIRECTS = 5
 _REDIRECTS = (301, 302, 303, 307, 308)
@@ -155,6 +165,22 @@ class _StatusOption:
         return accepted
 
 
+class _JsonOption:
+    """``PATH=VALUE``: the value at a dotted path of the JSON body (``a.b.0.c``)."""
+
+    type_name = "PATH=VALUE"
+
+    def __call__(self, value: str) -> tuple[tuple[str, ...], str]:
+        path, equals, expected = value.partition("=")
+        path = path.strip()
+        if not equals or not path:
+            raise ValueError("expected PATH=VALUE, like json=status=Healthy or json=a.b=true")
+        parts = tuple(path.split("."))
+        if any(not p for p in parts):
+            raise ValueError(f"{path!r} has an empty step (a.b.c)")
+        return parts, expected
+
+
 def status_accepted(status: int, accepted: tuple[str, ...]) -> bool:
     return any(p == str(status) or p == f"{status // 100}xx" for p in accepted)
 
@@ -168,6 +194,12 @@ class HttpCheck(Check):
         ),
         Option("status", _StatusOption(), help="accepted codes or classes: 200|204, 2xx|301"),
         Option("contains", text, help="the body (its first 64 KiB) contains this text"),
+        Option(
+            "json",
+            _JsonOption(),
+            repeatable=True,
+            help="the JSON body has VALUE at PATH: json=status=Healthy, json=a.0.ready=true",
+        ),
         Option("header", _HeaderOption(), repeatable=True, help="a request header, like curl -H"),
         Option("method", choice("GET", "HEAD"), default="GET", help="the request method"),
         Option("insecure", boolean, default=False, help="https: skip certificate verification"),
@@ -184,6 +216,7 @@ class HttpCheck(Check):
     url: Url
     status: tuple[str, ...] | None
     contains: str | None
+    json: list[tuple[tuple[str, ...], str]]
     header: list[tuple[str, str]]
     method: str
     insecure: bool
@@ -194,6 +227,8 @@ class HttpCheck(Check):
         super().__init__(**values)
         if self.contains is not None and self.method == "HEAD":
             raise UsageError("check 'http': contains= needs method=GET (HEAD has no body)")
+        if self.json and self.method == "HEAD":
+            raise UsageError("check 'http': json= needs method=GET (HEAD has no body)")
 
     def setup(self) -> None:
         # Imports are charged to the run's deadline here, not to this check's timeout.
@@ -203,50 +238,68 @@ class HttpCheck(Check):
             import ssl  # noqa: F401
 
     def run(self) -> Outcome:
-        from . import _httpwire as wire
-
-        start = time.monotonic()
-        clock = wire.Deadline.of(self)
-        url, hops = self.url, 0
-        while True:
+        reply = exchange(
+            self.url,
+            clock=Deadline.of(self),
+            method=self.method,
+            headers=self.header,
+            proxy=self.proxy,
+            insecure=self.insecure,
+            follow_redirects=self.follow_redirects,
+        )
+        response, details = reply.response, reply.details()
+        code = f"HTTP {response.status}"
+        accepted = self.status or ("2xx",)
+        if not status_accepted(response.status, accepted):
+            if reply.location is not None:
+                raise CheckFailed(
+                    f"{code} redirect to {reply.location} "
+                    "(not followed; follow-redirects=true follows it)",
+                    **details,
+                )
+            raise CheckFailed(f"{reply.status_line} (expected {'|'.join(accepted)})", **details)
+        if self.contains is not None and self.contains.encode() not in response.body:
+            where = " (its first 64 KiB)" if response.truncated else ""
+            message = f"{code} but body{where} does not contain {self.contains!r}"
+            raise CheckFailed(message, **details)
+        if self.json:
             try:
-                response = wire.fetch(
-                    scheme=url.scheme,
-                    host=url.host,
-                    port=url.port,
-                    target=url.target,
-                    method=self.method,
-                    headers=self._headers(url),
-                    proxy=self._proxy(),
-                    insecure=self.insecure,
-                    clock=clock,
-                )
-            except wire.WireError as exc:
-                details = {"url": self.url.shown, "phase": exc.phase, **exc.details}
-                if hops:
-                    details["final_url"] = url.shown
-                raise CheckFailed(exc.message, **details, **self._timing(start, hops)) from None
-            location = response.header("location") if response.status in _REDIRECTS else None
-            if location is None or not self.follow_redirects:
-                break
-            following, shown = self._redirect_target(url, location)
-            if following is None or hops == MAX_REDIRECTS:
-                problem = (
-                    f"HTTP {response.status} redirect to unusable location {shown}"
-                    if following is None
-                    else f"too many redirects (more than {MAX_REDIRECTS}), the last to {shown}"
-                )
-                details = {"url": self.url.shown, "status": response.status}
-                raise CheckFailed(problem, **details, **self._timing(start, hops))
-            url, hops = following, hops + 1
-        return self._judge(response, url, location, start, hops)
+                document = json_body(response)
+            except ValueError as exc:
+                raise CheckFailed(f"{code} but {exc}", **details) from None
+            for path, expected in self.json:
+                problem = json_mismatch(document, path, expected)
+                if problem:
+                    raise CheckFailed(f"{code} but {problem}", **details)
+        after = f" after {reply.hops} redirect{'s' if reply.hops > 1 else ''}" if reply.hops else ""
+        return passed(f"{reply.status_line} in {details['elapsed_ms']:.0f} ms{after}", **details)
 
-    def _judge(
-        self, response: Response, url: Url, location: str | None, start: float, hops: int
-    ) -> Outcome:
+
+class Reply:
+    """One exchange: the final response, where it came from, and how it went."""
+
+    __slots__ = ("response", "url", "final", "hops", "location", "elapsed_ms")
+
+    def __init__(self, response: Response, url: Url, final: Url, hops: int,
+                 location: str | None, elapsed_ms: float) -> None:  # fmt: skip
+        self.response = response
+        self.url = url
+        self.final = final
+        self.hops = hops
+        #: Where an unfollowed redirect points (shown form), else None.
+        self.location = location
+        self.elapsed_ms = elapsed_ms
+
+    @property
+    def status_line(self) -> str:
+        code = f"HTTP {self.response.status}"
+        return f"{code} {self.response.reason}" if self.response.reason else code
+
+    def details(self) -> dict[str, Any]:
+        response = self.response
         details: dict[str, Any] = {"url": self.url.shown}
-        if hops:
-            details["final_url"] = url.shown
+        if self.hops:
+            details["final_url"] = self.final.shown
         details.update(
             status=response.status,
             reason=response.reason,
@@ -254,74 +307,200 @@ class HttpCheck(Check):
             body_bytes=len(response.body),
             truncated=response.truncated,
             received_bytes=response.received,
-            **self._timing(start, hops),
+            elapsed_ms=self.elapsed_ms,
         )
+        if self.hops:
+            details["redirects"] = self.hops
         server = response.header("server")
         if server:
             details["server"] = "".join(c for c in server if c.isprintable())[:100]
-        code = f"HTTP {response.status}"
-        status_line = f"{code} {response.reason}" if response.reason else code
-        accepted = self.status or ("2xx",)
-        if not status_accepted(response.status, accepted):
-            if location is not None:
-                raise CheckFailed(
-                    f"{code} redirect to {self._redirect_target(url, location)[1]} "
-                    "(not followed; follow-redirects=true follows it)",
-                    **details,
-                )
-            raise CheckFailed(f"{status_line} (expected {'|'.join(accepted)})", **details)
-        if self.contains is not None and self.contains.encode() not in response.body:
-            where = " (its first 64 KiB)" if response.truncated else ""
-            message = f"{code} but body{where} does not contain {self.contains!r}"
-            raise CheckFailed(message, **details)
-        after = f" after {hops} redirect{'s' if hops > 1 else ''}" if hops else ""
-        return passed(f"{status_line} in {details['elapsed_ms']:.0f} ms{after}", **details)
+        return details
 
-    @staticmethod
-    def _timing(start: float, hops: int) -> dict[str, Any]:
-        timing: dict[str, Any] = {"elapsed_ms": round((time.monotonic() - start) * 1000, 1)}
-        if hops:
-            timing["redirects"] = hops
-        return timing
 
-    def _headers(self, url: Url) -> list[tuple[str, str]]:
-        from .. import __version__
+def exchange(
+    url: Url,
+    *,
+    clock: Deadline,
+    method: str = "GET",
+    headers: Sequence[tuple[str, str]] = (),
+    proxy: Url | None = None,
+    insecure: bool = False,
+    follow_redirects: bool = False,
+    body: bytes | None = None,
+    content_type: str = "application/json",
+) -> Reply:
+    """One request (and the redirects it may follow) under ``clock``.
 
-        headers = [
-            ("Host", url.authority(omit_default_port=True)),
-            ("User-Agent", f"torchprobe/{__version__}"),
-            ("Accept", "*/*"),
-        ]
-        given = self.header
-        userinfo = url.userinfo
-        if url.origin == self.url.origin:
-            userinfo = userinfo or self.url.userinfo
-        else:
-            given = [(k, v) for k, v in given if k.lower() not in _CREDENTIAL_HEADERS]
-        if userinfo:
-            headers.append(("Authorization", _basic(userinfo)))
-        names = {k.lower() for k, _ in given}
-        kept = [(k, v) for k, v in headers if k.lower() not in names]
-        return [*kept, *given, ("Connection", "close")]
+    The HTTP layer every HTTP check shares: the whole exchange under one
+    deadline, at most 64 KiB of body, the redirect policy, credentials kept
+    off other origins. A failure to get any response raises ``CheckFailed``
+    whose message and details never carry the URL's credentials.
+    """
+    from . import _httpwire as wire
 
-    def _proxy(self) -> tuple[str, int, list[tuple[str, str]]] | None:
-        if self.proxy is None:
-            return None
-        auth = self.proxy.userinfo
-        extra = [("Proxy-Authorization", _basic(auth))] if auth else []
-        return self.proxy.host, self.proxy.port, extra
-
-    @staticmethod
-    def _redirect_target(url: Url, location: str) -> tuple[Url | None, str]:
-        """The redirect target and how it may be shown."""
-        from urllib.parse import urljoin
-
-        absolute = urljoin(f"{url.scheme}://{url.authority()}{url.target}", location.strip())
+    start = time.monotonic()
+    current, hops = url, 0
+    payload = b"" if body is None else body
+    while True:
+        sent = _request_headers(url, current, headers)
+        if body is not None:
+            sent[-1:-1] = [("Content-Type", content_type), ("Content-Length", str(len(payload)))]
         try:
-            following = parse_url(absolute)
+            response = wire.fetch(
+                scheme=current.scheme,
+                host=current.host,
+                port=current.port,
+                target=current.target,
+                method=method,
+                headers=sent,
+                proxy=_proxy(proxy),
+                insecure=insecure,
+                clock=clock,
+                body=payload,
+            )
+        except wire.WireError as exc:
+            details = {"url": url.shown, "phase": exc.phase, **exc.details}
+            if hops:
+                details["final_url"] = current.shown
+            raise CheckFailed(exc.message, **details, **_timing(start, hops)) from None
+        location = response.header("location") if response.status in _REDIRECTS else None
+        if location is None:
+            return Reply(response, url, current, hops, None, _elapsed(start))
+        following, shown = _redirect_target(current, location)
+        if not follow_redirects:
+            return Reply(response, url, current, hops, shown, _elapsed(start))
+        if following is None or hops == MAX_REDIRECTS:
+            problem = (
+                f"HTTP {response.status} redirect to unusable location {shown}"
+                if following is None
+                else f"too many redirects (more than {MAX_REDIRECTS}), the last to {shown}"
+            )
+            details = {"url": url.shown, "status": response.status}
+            raise CheckFailed(problem, **details, **_timing(start, hops))
+        current, hops = following, hops + 1
+
+
+def _elapsed(start: float) -> float:
+    return round((time.monotonic() - start) * 1000, 1)
+
+
+def _timing(start: float, hops: int) -> dict[str, Any]:
+    timing: dict[str, Any] = {"elapsed_ms": _elapsed(start)}
+    if hops:
+        timing["redirects"] = hops
+    return timing
+
+
+def _request_headers(
+    original: Url, url: Url, given: Sequence[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    from .. import __version__
+
+    headers = [
+        ("Host", url.authority(omit_default_port=True)),
+        ("User-Agent", f"torchprobe/{__version__}"),
+        ("Accept", "*/*"),
+    ]
+    userinfo = url.userinfo
+    if url.origin == original.origin:
+        userinfo = userinfo or original.userinfo
+    else:
+        given = [(k, v) for k, v in given if k.lower() not in _CREDENTIAL_HEADERS]
+    if userinfo:
+        headers.append(("Authorization", _basic(userinfo)))
+    names = {k.lower() for k, _ in given}
+    kept = [(k, v) for k, v in headers if k.lower() not in names]
+    return [*kept, *given, ("Connection", "close")]
+
+
+def _proxy(proxy: Url | None) -> tuple[str, int, list[tuple[str, str]]] | None:
+    if proxy is None:
+        return None
+    auth = proxy.userinfo
+    extra = [("Proxy-Authorization", _basic(auth))] if auth else []
+    return proxy.host, proxy.port, extra
+
+
+def _redirect_target(url: Url, location: str) -> tuple[Url | None, str]:
+    """The redirect target and how it may be shown."""
+    from urllib.parse import urljoin
+
+    absolute = urljoin(f"{url.scheme}://{url.authority()}{url.target}", location.strip())
+    try:
+        following = parse_url(absolute)
+    except ValueError:
+        return None, repr(_scrub(absolute)[:200])
+    return following, following.shown
+
+
+# --- JSON assertions: json=PATH=VALUE -------------------------------------------------
+
+
+def json_body(response: Response) -> Any:
+    """The body as JSON; ``ValueError`` says, in a few words, why it is not."""
+    import json
+
+    if response.truncated:
+        raise ValueError("the body exceeds 64 KiB and cannot be read as JSON")
+    try:
+        return json.loads(response.body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        from ._httpwire import preview
+
+        raise ValueError(f"the body is not JSON: {preview(response.body, 40)}") from None
+
+
+def json_at(document: Any, path: Sequence[str]) -> tuple[bool, Any]:
+    """(found, value) at a dotted path; a step into a list is an index."""
+    value = document
+    for step in path:
+        if isinstance(value, dict) and step in value:
+            value = value[step]
+        elif (
+            isinstance(value, list)
+            and step.lstrip("-").isdigit()
+            and -len(value) <= int(step) < len(value)
+        ):
+            value = value[int(step)]
+        else:
+            return False, None
+    return True, value
+
+
+def json_equals(actual: Any, expected: str) -> bool:
+    """Whether a JSON value reads as ``expected``: ``true``, ``null``, ``2`` or text."""
+    if isinstance(actual, bool):
+        return expected.strip().lower() == str(actual).lower()
+    if actual is None:
+        return expected.strip() == "null"
+    if isinstance(actual, (int, float)):
+        try:
+            return float(expected) == actual
         except ValueError:
-            return None, repr(_scrub(absolute)[:200])
-        return following, following.shown
+            return False
+    if isinstance(actual, str):
+        return actual == expected
+    import json
+
+    try:
+        return bool(json.loads(expected) == actual)
+    except ValueError:
+        return False
+
+
+def json_mismatch(document: Any, path: Sequence[str], expected: str) -> str | None:
+    """None when the value at ``path`` reads as ``expected``, else what was found."""
+    import json
+
+    dotted = ".".join(path)
+    found, actual = json_at(document, path)
+    if not found:
+        return f"the JSON has no {dotted!r} (expected {expected!r})"
+    if json_equals(actual, expected):
+        return None
+    shown = json.dumps(actual, ensure_ascii=True)
+    shown = shown if len(shown) <= 60 else shown[:59] + "…"
+    return f"JSON {dotted} is {shown} (expected {expected!r})"
 
 
 def _basic(userinfo: str) -> str:

@@ -1,0 +1,287 @@
+"""Stand-ins for the model servers that cannot run on a CPU-only machine.
+
+Triton, vLLM, TGI, SGLang and Ollama need a GPU or ship as binaries or
+images, so the preset tests talk to these instead: real HTTP servers
+(``http.server`` on 127.0.0.1, an ephemeral port) that answer the health
+endpoints exactly as each server's documentation and source say — status
+codes, bodies, content types, slow answers — including the fake-dead states
+that make a plain ``curl`` lie: an engine that is up but serves no model, a
+model listed but generation broken, health that takes over a second.
+
+Each stand-in keeps its state in plain attributes a test flips while the
+server runs::
+
+    with VLLM(models=["facebook/opt-125m"]) as server:
+        server.engine_dead = True
+        run_cli(f"vllm:url={server.url}")
+
+``hang`` lists paths whose requests are held unanswered until the server
+stops (a wedged worker); ``delay`` adds seconds before an answer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote
+
+__all__ = ["SGLang", "StandIn", "TGI", "Ollama", "Triton", "VLLM"]
+
+Answer = tuple[int, bytes, str]
+EMPTY = "text/plain; charset=utf-8"
+
+
+def _json(status: int, document: Any) -> Answer:
+    return status, json.dumps(document).encode(), "application/json"
+
+
+class StandIn:
+    """A server's HTTP API, run in threads of the test process."""
+
+    server_header = "uvicorn"
+
+    def __init__(self) -> None:
+        self.hang: set[str] = set()
+        self.delay: dict[str, float] = {}
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        self._stopping = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- what a stand-in defines -----------------------------------------------------
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        raise NotImplementedError
+
+    # -- running -----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        assert self._httpd is not None
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def paths(self) -> list[str]:
+        return [path for _, path, _, _ in self.requests]
+
+    def __enter__(self) -> StandIn:
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def version_string(self) -> str:
+                return stand_in.server_header
+
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                path = self.path.split("?", 1)[0]
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                stand_in.requests.append((self.command, path, headers, body))
+                if path in stand_in.hang:
+                    stand_in._stopping.wait()
+                    return
+                if stand_in.delay.get(path):
+                    if stand_in._stopping.wait(stand_in.delay[path]):
+                        return
+                status, payload, kind = stand_in.answer(self.command, path, headers, body)
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            do_GET = do_POST = do_HEAD = _any
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stopping.set()
+        assert self._httpd is not None
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class Triton(StandIn):
+    """Triton's HTTP/REST endpoints (KServe v2): health and model readiness are a
+    status code with an empty body — 200, or 400 when not live/ready, and 400
+    too for a model Triton does not know."""
+
+    server_header = ""
+
+    def __init__(self, models: dict[str, dict[str, bool]] | None = None) -> None:
+        super().__init__()
+        self.live = True
+        self.ready = True
+        #: model -> version -> ready
+        self.models = models if models is not None else {"resnet50": {"1": True}}
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        if path == "/v2/health/live":
+            return (200 if self.live else 400), b"", EMPTY
+        if path == "/v2/health/ready":
+            return (200 if self.ready and self.live else 400), b"", EMPTY
+        if path == "/v2":
+            return _json(200, {"name": "triton", "version": "2.50.0", "extensions": []})
+        match = re.fullmatch(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/ready", path)
+        if match:
+            versions = self.models.get(unquote(match.group(1)), {})
+            version = match.group(2)
+            ready = versions.get(version, False) if version else any(versions.values())
+            return (200 if ready else 400), b"", EMPTY
+        return _json(400, {"error": "Not Found"})
+
+
+class VLLM(StandIn):
+    """vLLM's OpenAI-compatible server. ``/health`` only reads the engine's error
+    flag (200, or 503 once the engine is dead); ``/v1/*`` needs the API key
+    when one is set (401 ``{"error": "Unauthorized"}``), ``/health`` never does."""
+
+    def __init__(self, models: list[str] | None = None, api_key: str | None = None) -> None:
+        super().__init__()
+        self.models = models if models is not None else ["facebook/opt-125m"]
+        self.api_key = api_key
+        self.engine_dead = False
+        #: The fake-dead state: listed, healthy, and every generation fails.
+        self.generation_broken = False
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        if path == "/health":
+            return (503 if self.engine_dead else 200), b"", EMPTY
+        if path.startswith("/v1/") and self.api_key is not None:
+            if headers.get("authorization") != f"Bearer {self.api_key}":
+                return _json(401, {"error": "Unauthorized"})
+        if path == "/v1/models" and method == "GET":
+            data = [
+                {"id": m, "object": "model", "created": 1700000000, "owned_by": "vllm",
+                 "root": m, "parent": None, "max_model_len": 2048, "permission": []}
+                for m in self.models
+            ]  # fmt: skip
+            return _json(200, {"object": "list", "data": data})
+        if path == "/v1/completions" and method == "POST":
+            request = json.loads(body or b"{}")
+            if request.get("model") not in self.models:
+                error = {
+                    "object": "error",
+                    "message": f"The model `{request.get('model')}` does not exist.",
+                    "type": "NotFoundError",
+                    "param": None,
+                    "code": 404,
+                }
+                return _json(404, error)  # fmt: skip
+            if self.generation_broken or self.engine_dead:
+                error = {
+                    "object": "error",
+                    "message": "EngineCore encountered an issue.",
+                    "type": "InternalServerError",
+                    "param": None,
+                    "code": 500,
+                }
+                return _json(500, error)  # fmt: skip
+            choice = {"index": 0, "text": " Hello", "logprobs": None, "finish_reason": "length"}
+            return _json(200, {"id": "cmpl-1", "object": "text_completion", "created": 1,
+                               "model": request["model"], "choices": [choice],
+                               "usage": {"prompt_tokens": 1, "total_tokens": 2,
+                                         "completion_tokens": 1}})  # fmt: skip
+        return _json(404, {"detail": "Not Found"})
+
+
+class TGI(StandIn):
+    """Text Generation Inference (the router): ``/health`` runs a real check of
+    every shard — 200 with an empty body, or 503 with a JSON error — and can be
+    slow under load; ``/info`` carries the model id and the version."""
+
+    server_header = ""
+
+    def __init__(self, model_id: str = "bigscience/bloom-560m") -> None:
+        super().__init__()
+        self.model_id = model_id
+        self.healthy = True
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        if path == "/health":
+            if self.healthy:
+                return 200, b"", EMPTY
+            return _json(503, {"error": "unhealthy", "error_type": "healthcheck"})
+        if path == "/info":
+            return _json(200, {
+                "model_id": self.model_id, "model_sha": None, "model_dtype": "torch.float16",
+                "model_device_type": "cuda", "model_pipeline_tag": "text-generation",
+                "max_concurrent_requests": 128, "max_input_tokens": 1024,
+                "max_total_tokens": 2048, "version": "2.4.1", "sha": None,
+                "docker_label": None,
+            })  # fmt: skip
+        return 404, b"", EMPTY
+
+
+class SGLang(StandIn):
+    """SGLang's HTTP server: ``/health`` and ``/health_generate`` run one real
+    token of generation and poll for it once a second, so an answer takes at
+    least a second; 503 while starting; a wedged scheduler answers 503 only
+    after its 20 s health timeout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starting = False
+        self.delay = {"/health": 1.0, "/health_generate": 1.0}
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        if path in ("/health", "/health_generate"):
+            return (503 if self.starting else 200), b"", EMPTY
+        if path == "/get_model_info":
+            return _json(200, {"model_path": "qwen/qwen2.5-0.5b-instruct", "is_generation": True})
+        return _json(404, {"detail": "Not Found"})
+
+
+class Ollama(StandIn):
+    """Ollama: ``/`` answers "Ollama is running"; ``/api/tags`` lists the pulled
+    models as ``name:tag``; ``/api/ps`` the ones loaded in memory."""
+
+    server_header = ""
+
+    def __init__(self, pulled: list[str] | None = None, loaded: list[str] | None = None) -> None:
+        super().__init__()
+        self.pulled = pulled if pulled is not None else ["llama3.2:latest", "qwen2.5:0.5b"]
+        self.loaded = loaded if loaded is not None else []
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        if path == "/":
+            return 200, b"Ollama is running", EMPTY
+        if path == "/api/tags":
+            models = [{"name": m, "model": m, "modified_at": "2026-11-01T10:00:00Z",
+                       "size": 2019393189, "digest": "a80c4f17acd5", "details": {
+                           "format": "gguf", "family": "llama", "parameter_size": "3.2B",
+                           "quantization_level": "Q4_K_M"}} for m in self.pulled]  # fmt: skip
+            return _json(200, {"models": models})
+        if path == "/api/ps":
+            models = [{"name": m, "model": m, "size": 3000000000, "size_vram": 3000000000,
+                       "expires_at": "2026-11-26T10:05:00Z"} for m in self.loaded]  # fmt: skip
+            return _json(200, {"models": models})
+        return 404, b"404 page not found", EMPTY
+
+
+def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False

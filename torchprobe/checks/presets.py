@@ -1,0 +1,481 @@
+"""One check per model server: its default port, endpoints, and what "ready" means.
+
+Each preset is a declaration read by :class:`~torchprobe.checks.server.ServerCheck`;
+the few servers whose readiness needs a look inside a JSON answer add a small
+judge. Live is "the process answers"; ready is "it can serve the model" — a
+ready preset belongs in a readiness probe, not in one that restarts a container.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..base import CheckFailed, Option, UsageError
+from ..options import boolean, choice, text
+from .http import Reply, Url, parse_url
+from .server import Endpoint, ServerCheck, _BaseUrl, need, server_options
+
+__all__ = [
+    "BentoML",
+    "KServe",
+    "LitServe",
+    "Ollama",
+    "RayServe",
+    "SGLang",
+    "TGI",
+    "TorchServe",
+    "Triton",
+    "VLLM",
+]
+
+
+def _names(items: list[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(i) for i in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+# --- TorchServe ---------------------------------------------------------------------------
+
+
+def _torchserve_workers(check: TorchServe, reply: Reply, document: Any) -> str:
+    """``/models/NAME`` lists the model's versions, each with its workers."""
+    model = repr(check.model)
+    versions = document if isinstance(document, list) else [document]
+    workers = [
+        w
+        for v in versions
+        if isinstance(v, dict)
+        for w in (v.get("workers") or [])
+        if isinstance(w, dict)
+    ]
+    states = [str(w.get("status", "?")) for w in workers]
+    ready = states.count("READY")
+    version = next((v.get("modelVersion") for v in versions if isinstance(v, dict)), None)
+    check.notes["model"] = {"name": check.model, "version": version, "workers": states}
+    if not workers:
+        raise CheckFailed(f"model {model} has no worker (registered with 0 workers)")
+    need(ready > 0, f"model {model} has no READY worker ({len(workers)}: {', '.join(states)})")
+    return f"model {model} {ready}/{len(workers)} workers READY"
+
+
+class TorchServe(ServerCheck):
+    name = "torchserve"
+    server = "TorchServe"
+    port = 8080
+    description = (
+        "TorchServe: /ping says Healthy; with model=, a READY worker (management API) "
+        "[port 8080, management 8081]"
+    )
+    options = server_options(
+        8080,
+        extra=(
+            Option(
+                "management-url",
+                _BaseUrl(),
+                help="the management API, for model= (default http://127.0.0.1:8081)",
+            ),
+            Option(
+                "token-file",
+                text,
+                help="TorchServe's key_file.json, re-read every run (its keys expire)",
+            ),
+        ),
+    )
+    live = (
+        Endpoint("/ping", "server Healthy", "server not Healthy", json=(("status", "Healthy"),)),
+    )
+    ready = (
+        *live,
+        Endpoint(
+            "/models/{model}",
+            "model {model} ready",
+            "model {model} not ready",
+            needs="model",
+            base="management-url",
+            judge=_torchserve_workers,
+            missing="model {model} is not registered",
+        ),
+    )
+
+    token_file: str | None
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        if self.token and self.token_file:
+            raise UsageError("check 'torchserve': token= and token-file= exclude each other")
+
+    def default_base(self, option: str) -> Url:
+        return parse_url(f"http://127.0.0.1:{8081 if option == 'management-url' else 8080}")
+
+    def token_for(self, endpoint: Endpoint) -> str | None:
+        if not self.token_file:
+            return self.token
+        keys = self._read_keys()
+        return keys["management" if endpoint.base == "management-url" else "inference"]
+
+    def _read_keys(self) -> dict[str, str]:
+        path = self.token_file
+        try:
+            with open(path or "", encoding="utf-8") as fp:
+                document = json.load(fp)
+        except OSError as exc:
+            raise CheckFailed(f"token-file {path}: cannot read it: {exc.strerror or exc}") from None
+        except ValueError:
+            raise CheckFailed(f"token-file {path}: not JSON (TorchServe's key_file.json)") from None
+        keys: dict[str, str] = {}
+        for api in ("inference", "management"):
+            entry = document.get(api) if isinstance(document, dict) else None
+            key = entry.get("key") if isinstance(entry, dict) else None
+            if not isinstance(key, str) or not key:
+                raise CheckFailed(f"token-file {path}: no {api} key (TorchServe's key_file.json)")
+            keys[api] = self.add_secret(key)
+        return keys
+
+    def unauthorized(self, reply: Reply) -> bool:
+        # TorchServe answers 400 (not 401) to a missing, wrong or expired key.
+        body = reply.response.body[:2048]
+        token_error = b"InvalidKeyException" in body or b"Token Authorization" in body
+        return super().unauthorized(reply) or (reply.response.status == 400 and token_error)
+
+
+# --- Open Inference Protocol (KServe v2): Triton, KServe, MLServer -------------------------
+
+
+def _v2_metadata(check: ServerCheck, reply: Reply, document: Any) -> str | None:
+    if not isinstance(document, dict):
+        return None
+    name, version = document.get("name"), document.get("version")
+    if isinstance(name, str) and isinstance(version, str):
+        check.notes["server_version"] = f"{name} {version}"[:80]
+        return f"{name} {version}"[:80]
+    return None
+
+
+_V2_MODEL = "/v2/models/{model}{version_path}/ready"
+_V2 = (
+    Endpoint("/v2/health/ready", "server ready", "server not ready"),
+    Endpoint(
+        _V2_MODEL,
+        "model {model}{version_shown} ready",
+        "model {model}{version_shown} not ready",
+        needs="model",
+        missing="model {model}{version_shown} is unknown to the server",
+    ),
+    Endpoint("/v2", "metadata", judge=_v2_metadata, info=True),
+)
+
+
+class _OpenInference(ServerCheck):
+    live = (Endpoint("/v2/health/live", "server live", "server not live"),)
+    ready = _V2
+    version: str | None
+
+    def fields(self) -> dict[str, str]:
+        fields = super().fields()
+        fields["version_path"] = f"/versions/{fields['version']}" if self.version else ""
+        return fields
+
+    def _shown_fields(self) -> dict[str, str]:
+        fields = super()._shown_fields()
+        fields["version_shown"] = f" version {self.version}" if self.version else ""
+        return fields
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        if self.version and not self.model:
+            raise UsageError(f"check {self.name!r}: version= needs model=")
+
+
+_VERSION = Option("version", text, help="with model=: that version of the model")
+
+
+class Triton(_OpenInference):
+    name = "triton"
+    server = "Triton"
+    port = 8000
+    description = (
+        "Triton (KServe v2 protocol): /v2/health/live, /v2/health/ready, "
+        "/v2/models/NAME/ready [port 8000]"
+    )
+    options = server_options(8000, extra=(_VERSION,))
+
+
+def _v1_ready(check: KServe, reply: Reply, document: Any) -> str:
+    model = repr(check.model)
+    ready = isinstance(document, dict) and document.get("ready") is True
+    shown = json.dumps(document.get("ready") if isinstance(document, dict) else document)[:40]
+    need(ready, f"model {model} not ready: GET /v1/models/{check.model} says ready={shown}")
+    return f"model {model} ready"
+
+
+class KServe(_OpenInference):
+    name = "kserve"
+    server = "KServe"
+    port = 8080
+    description = (
+        "KServe model server: v2 /v2/health/*, /v2/models/NAME/ready; "
+        "v1 /v1/models/NAME ready=true [port 8080]"
+    )
+    options = server_options(
+        8080,
+        extra=(
+            Option("protocol", choice("v1", "v2"), default="v2", help="inference protocol"),
+            _VERSION,
+        ),
+    )
+    v1_live = (Endpoint("/", "server live", "server not live"),)
+    v1_ready = (
+        Endpoint(
+            "/v1/models/{model}",
+            "model {model} ready",
+            accept=(200, 503),
+            judge=_v1_ready,
+            missing="model {model} is unknown to the server",
+        ),
+    )
+    protocol: str
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        if self.protocol == "v1" and self.mode == "ready" and not self.model:
+            raise UsageError(
+                "check 'kserve': protocol=v1 needs model= (v1 has no server-wide readiness)"
+            )
+        if self.protocol == "v1" and self.version:
+            raise UsageError("check 'kserve': version= is for protocol=v2")
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        if self.protocol == "v1":
+            return tuple(self.v1_live if self.mode == "live" else self.v1_ready)
+        return tuple(super().endpoints())
+
+
+# --- LLM servers -----------------------------------------------------------------------------
+
+
+def _served(check: ServerCheck, document: Any, listed: list[str], where: str) -> str:
+    if check.model:
+        need(
+            check.model in listed,
+            f"model {check.model!r} not served: {where} lists "
+            + (_names(listed) if listed else "none"),
+        )
+        return f"serving {check.model!r}"
+    need(bool(listed), f"no model served: {where} lists none")
+    return f"serving {_names(listed, 2)}"
+
+
+def _vllm_models(check: VLLM, reply: Reply, document: Any) -> str:
+    data = document.get("data") if isinstance(document, dict) else None
+    listed = [str(m.get("id")) for m in data or [] if isinstance(m, dict) and m.get("id")]
+    check.notes["models"] = listed[:20]
+    check.served = listed
+    return _served(check, document, listed, "/v1/models")
+
+
+def _completion_body(check: VLLM) -> bytes:
+    model = check.model or (check.served[0] if check.served else "")
+    return json.dumps({"model": model, "prompt": "Hi", "max_tokens": 1}).encode()
+
+
+def _completion(check: ServerCheck, reply: Reply, document: Any) -> str:
+    choices = document.get("choices") if isinstance(document, dict) else None
+    need(
+        isinstance(choices, list) and bool(choices),
+        "cannot generate: POST /v1/completions answered HTTP 200 without choices",
+    )
+    return f"generated 1 token in {reply.elapsed_ms:.0f} ms"
+
+
+class VLLM(ServerCheck):
+    name = "vllm"
+    server = "vLLM"
+    port = 8000
+    description = (
+        "vLLM: /health, and ready means /v1/models lists the model; "
+        "generate=true also runs a 1-token completion [port 8000]"
+    )
+    options = server_options(
+        8000,
+        extra=(
+            Option(
+                "generate",
+                boolean,
+                default=False,
+                help="also generate 1 token (inference: the only way to catch a stuck engine)",
+            ),
+        ),
+    )
+    live = (Endpoint("/health", "engine up", "engine not healthy"),)
+    ready = (*live, Endpoint("/v1/models", "model listed", "models not listed", judge=_vllm_models))
+    generate_endpoint = Endpoint(
+        "/v1/completions",
+        "generation",
+        "cannot generate",
+        method="POST",
+        body=_completion_body,
+        judge=_completion,
+    )
+    generate: bool
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        self.served: list[str] = []
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        chosen = tuple(super().endpoints())
+        return (*self.ready, self.generate_endpoint) if self.generate else chosen
+
+
+def _tgi_info(check: TGI, reply: Reply, document: Any) -> str:
+    info = document if isinstance(document, dict) else {}
+    model = info.get("model_id")
+    version = info.get("version")
+    if isinstance(version, str):
+        check.notes["server_version"] = version[:40]
+    listed = [str(model)] if model else []
+    check.notes["models"] = listed
+    return _served(check, document, listed, "/info")
+
+
+class TGI(ServerCheck):
+    name = "tgi"
+    server = "TGI"
+    port = 80
+    description = (
+        "Text Generation Inference: /health (a real check of every shard), "
+        "/info for the model id [port 80, as in its image]"
+    )
+    options = server_options(80)
+    live = (Endpoint("/health", "shards healthy", "not healthy"),)
+    ready = (*live, Endpoint("/info", "model", "no model info", judge=_tgi_info))
+
+
+class SGLang(ServerCheck):
+    name = "sglang"
+    server = "SGLang"
+    port = 30000
+    timeout = 10.0
+    description = (
+        "SGLang: /health; generate=true uses /health_generate (one real token) [port 30000]"
+    )
+    options = server_options(
+        30000,
+        model=False,
+        extra=(
+            Option(
+                "generate",
+                boolean,
+                default=False,
+                help="/health_generate: generate one token (slow: seconds under load)",
+            ),
+        ),
+    )
+    live = ready = (Endpoint("/health", "server healthy", "server not healthy"),)
+    generate_endpoint = Endpoint("/health_generate", "generation healthy", "cannot generate")
+    generate: bool
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return (self.generate_endpoint,) if self.generate else tuple(super().endpoints())
+
+
+def _ollama_tags(check: Ollama, reply: Reply, document: Any) -> str:
+    models = document.get("models") if isinstance(document, dict) else None
+    listed = [str(m.get("name")) for m in models or [] if isinstance(m, dict) and m.get("name")]
+    wanted = check.model or ""
+    full = wanted if ":" in wanted else f"{wanted}:latest"
+    need(
+        wanted in listed or full in listed,
+        f"model {wanted!r} not pulled: /api/tags lists " + (_names(listed) if listed else "none"),
+    )
+    check.found = wanted if wanted in listed else full
+    return f"model {wanted!r} present"
+
+
+def _ollama_ps(check: Ollama, reply: Reply, document: Any) -> str:
+    models = document.get("models") if isinstance(document, dict) else None
+    loaded = [str(m.get("name")) for m in models or [] if isinstance(m, dict)]
+    state = "loaded" if check.found in loaded else "not loaded (loads on first request)"
+    check.notes["model_loaded"] = check.found in loaded
+    return state
+
+
+class Ollama(ServerCheck):
+    name = "ollama"
+    server = "Ollama"
+    port = 11434
+    description = (
+        "Ollama: / answers; with model=, /api/tags lists it (/api/ps: loaded?) [port 11434]"
+    )
+    options = server_options(11434)
+    live = ready = (
+        Endpoint("/", "server running", "server not running"),
+        Endpoint(
+            "/api/tags", "model present", "models not listed", needs="model", judge=_ollama_tags
+        ),
+        Endpoint("/api/ps", "loaded", needs="model", judge=_ollama_ps, info=True),
+    )
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        self.found = ""
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return self.live[:1] if self.mode == "live" else tuple(self.ready)
+
+
+# --- General serving frameworks --------------------------------------------------------------
+
+
+def _ray_routes(check: RayServe, reply: Reply, document: Any) -> str:
+    routes = document if isinstance(document, dict) else {}
+    pairs = [(str(k), str(v)) for k, v in routes.items()]
+    check.notes["routes"] = dict(pairs[:20])
+    if check.app:
+        found = [(r, a) for r, a in pairs if check.app in (r, a)]
+        listed = [f"{a} at {r}" for r, a in pairs]
+        need(
+            bool(found),
+            f"application {check.app!r} not deployed: /-/routes lists "
+            + (", ".join(listed[:5]) if listed else "none"),
+        )
+        return f"application {found[0][1]!r} at {found[0][0]}"
+    need(bool(pairs), "no application deployed: /-/routes lists none")
+    return f"{len(pairs)} application{'s' if len(pairs) > 1 else ''}"
+
+
+class RayServe(ServerCheck):
+    name = "ray"
+    server = "Ray Serve"
+    port = 8000
+    description = "Ray Serve: proxy /-/healthz; ready: /-/routes lists the app (app=) [port 8000]"
+    options = server_options(
+        8000,
+        model=False,
+        extra=(
+            Option("app", text, help="an application name or route prefix that must be listed"),
+        ),
+    )
+    live = (Endpoint("/-/healthz", "proxy healthy", "proxy not healthy"),)
+    ready = (*live, Endpoint("/-/routes", "routes", "routes not listed", judge=_ray_routes))
+    app: str | None
+
+
+class BentoML(ServerCheck):
+    name = "bentoml"
+    server = "BentoML"
+    port = 3000
+    description = "BentoML: /livez, /readyz [port 3000]"
+    options = server_options(3000, model=False)
+    live = (Endpoint("/livez", "server live", "server not live"),)
+    ready = (Endpoint("/readyz", "server ready", "server not ready"),)
+
+
+class LitServe(ServerCheck):
+    name = "litserve"
+    server = "LitServe"
+    port = 8000
+    description = "LitServe: /health (200 once its workers are set up) [port 8000]"
+    options = server_options(8000, model=False)
+    live = ready = (Endpoint("/health", "server ready", "server not ready"),)

@@ -1,0 +1,324 @@
+"""The machinery of the model-server presets: endpoints declared, then probed.
+
+A preset (see :mod:`torchprobe.checks.presets`) is a :class:`ServerCheck`
+subclass that declares the server's default port and, for ``mode=live`` and
+``mode=ready``, the :class:`Endpoint` list whose answers decide the verdict.
+Everything else is here, once: base URL and path joining, the bearer token,
+one deadline for all the requests (the ``http`` check's layer: DNS to the last
+byte, 64 KiB cap, credentials redacted), and messages that say which endpoint
+answered what::
+
+    class LitServe(ServerCheck):
+        name = "litserve"
+        server = "LitServe"
+        port = 8000
+        live = ready = (Endpoint("/health", "server ready"),)
+
+Endpoints are probed in order; the first that does not answer as declared
+fails the check. ``info`` endpoints only add to the report.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..base import Check, CheckFailed, Option, Outcome, UsageError, passed
+from ..options import boolean, choice, text
+from .http import Reply, Url, _HeaderOption, exchange, json_body, json_mismatch, parse_url
+from .tcp import Deadline
+
+__all__ = ["Endpoint", "ServerCheck", "base_url", "server_options"]
+
+#: Judge of an endpoint's answer: ``judge(check, reply, document)`` returns a
+#: short note for the report, or raises :class:`CheckFailed`.
+Judge = Callable[[Any, Reply, Any], "str | None"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One request a preset makes and what its answer must be.
+
+    ``path`` may name fields in braces: ``{model}`` and ``{version}`` (URL-
+    encoded option values) or any the preset adds with :meth:`ServerCheck.fields`.
+    """
+
+    path: str
+    #: What a good answer shows ("server ready", "model {model} ready").
+    shows: str
+    #: What a bad one means ("server not ready"); by default "not <shows>".
+    fails: str = ""
+    accept: tuple[int, ...] = (200,)
+    #: JSON values the body must have: ``(("status", "Healthy"),)``.
+    json: tuple[tuple[str, str], ...] = ()
+    #: Probed only when this option is set (e.g. ``"model"``).
+    needs: str | None = None
+    #: The option that holds this endpoint's base URL.
+    base: str = "url"
+    method: str = "GET"
+    #: A request body (JSON), built at run time: ``body(check) -> bytes``.
+    body: Callable[[Any], bytes] | None = None
+    judge: Judge | None = None
+    #: What a 404 means here ("model {model} is not loaded").
+    missing: str | None = None
+    #: Only adds to the report: its failure is not the check's.
+    info: bool = False
+
+
+def base_url(value: str) -> Url:
+    url = parse_url(value)
+    if "?" in url.target:
+        raise ValueError("a server's base URL has no query (?...)")
+    return url
+
+
+base_url.type_name = "url"  # type: ignore[attr-defined]
+
+
+class _BaseUrl:
+    """Base URL option converter; its ``redact`` hides userinfo like ``http``'s."""
+
+    type_name = "url"
+
+    def __call__(self, value: str) -> Url:
+        return base_url(value)
+
+    def redact(self, value: str) -> tuple[str, list[str]]:
+        url = base_url(value)
+        password = (url.userinfo or "").partition(":")[2]
+        return url.shown, [s for s in (password, url.userinfo) if s]
+
+
+def server_options(
+    port: int, *, model: bool = True, extra: Sequence[Option] = ()
+) -> tuple[Option, ...]:
+    """The options every preset takes, then ``extra``."""
+    options = [
+        Option("url", _BaseUrl(), help=f"the server's base URL (default http://127.0.0.1:{port})"),
+        Option("mode", choice("live", "ready"), default="ready", help="what to check (live|ready)"),
+    ]
+    if model:
+        options.append(Option("model", text, help="a model that must be ready"))
+    options += [
+        Option("token", text, secret=True, help="sent as 'Authorization: Bearer TOKEN'"),
+        Option("header", _HeaderOption(), repeatable=True, help="a request header, like curl -H"),
+        Option("insecure", boolean, default=False, help="https: skip certificate verification"),
+    ]
+    return (*options, *extra)
+
+
+class ServerCheck(Check):
+    """A model server's health, from the endpoints it declares."""
+
+    #: The server's name as its users know it ("TorchServe").
+    server: ClassVar[str] = ""
+    #: Its default HTTP port on 127.0.0.1.
+    port: ClassVar[int] = 80
+    live: ClassVar[Sequence[Endpoint]] = ()
+    ready: ClassVar[Sequence[Endpoint]] = ()
+    timeout = 5.0
+    worker = None
+
+    url: Url | None
+    mode: str
+    token: str | None
+    header: list[tuple[str, str]]
+    insecure: bool
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        if not hasattr(self, "model"):
+            self.model: str | None = None
+        self.notes: dict[str, Any] = {}
+        self._secrets: list[str] = []
+
+    # -- what a preset may override ------------------------------------------------
+
+    def endpoints(self) -> Sequence[Endpoint]:
+        """The endpoints of this run, in order (by default: those of ``mode``)."""
+        return self.live if self.mode == "live" else self.ready
+
+    def fields(self) -> dict[str, str]:
+        """Values for the braces of endpoint paths."""
+        from urllib.parse import quote
+
+        version = getattr(self, "version", None)
+        return {
+            "model": quote(self.model or "", safe=""),
+            "version": quote(str(version), safe="") if version else "",
+        }
+
+    def token_for(self, endpoint: Endpoint) -> str | None:
+        """The bearer token for an endpoint (TorchServe has one per API)."""
+        return self.token
+
+    def unauthorized(self, reply: Reply) -> bool:
+        """Whether an answer means the credentials were missing or wrong."""
+        return reply.response.status in (401, 403)
+
+    # -- the probe -----------------------------------------------------------------
+
+    def setup(self) -> None:
+        import socket  # noqa: F401
+
+        if any(u is not None and u.scheme == "https" for u in self._bases().values()):
+            import ssl  # noqa: F401
+
+    def run(self) -> Outcome:
+        start = time.monotonic()
+        clock = Deadline.of(self)
+        base = self.base("url")
+        seen: list[str] = []
+        details: dict[str, Any] = {"server": self.server, "mode": self.mode, "url": base.shown}
+        answers: dict[str, Any] = {}
+        try:
+            for endpoint in self.endpoints():
+                if endpoint.needs and not getattr(self, endpoint.needs.replace("-", "_"), None):
+                    continue
+                note = self._probe(endpoint, clock, answers)
+                if note:
+                    seen.append(note)
+        except CheckFailed as exc:
+            exc.details = {**details, "endpoints": answers, **self.notes, **exc.details}
+            exc.details["elapsed_ms"] = round((time.monotonic() - start) * 1000, 1)
+            raise self._redacted(exc) from None
+        elapsed = round((time.monotonic() - start) * 1000, 1)
+        details.update(endpoints=answers, **self.notes, elapsed_ms=elapsed)
+        message = f"{self.mode}: {', '.join(seen)} in {elapsed:.0f} ms"
+        return passed(self._redact(message), **details)
+
+    def base(self, option: str) -> Url:
+        url = self._bases()[option]
+        return url if url is not None else self.default_base(option)
+
+    def default_base(self, option: str) -> Url:
+        return parse_url(f"http://127.0.0.1:{self.port}")
+
+    def _bases(self) -> dict[str, Url | None]:
+        return {o.key: getattr(self, o.attr) for o in self.options if isinstance(o.parse, _BaseUrl)}
+
+    def _probe(self, endpoint: Endpoint, clock: Deadline, answers: dict[str, Any]) -> str | None:
+        fields = self.fields()
+        path = endpoint.path.format(**fields)
+        base = self.base(endpoint.base)
+        prefix = base.target.rstrip("/")
+        url = Url(base.scheme, base.host, base.port, prefix + path, base.userinfo)
+        where = f"{endpoint.method} {path}"
+        shown = self._shown_fields()
+        shows = endpoint.shows.format(**shown)
+        fails = (endpoint.fails or f"not {endpoint.shows}").format(**shown)
+        headers = list(self.header)
+        token = self.token_for(endpoint)
+        if token and not any(k.lower() == "authorization" for k, _ in headers):
+            headers.insert(0, ("Authorization", f"Bearer {token}"))
+        body = endpoint.body(self) if endpoint.body else None
+        try:
+            reply = exchange(
+                url,
+                clock=clock,
+                method=endpoint.method,
+                headers=headers,
+                insecure=self.insecure,
+                body=body,
+            )
+        except CheckFailed as exc:
+            if endpoint.info:
+                answers[path] = exc.message
+                return None
+            message = f"{where}: {exc.message}{self._hint(endpoint, exc)}"
+            raise CheckFailed(message, **exc.details) from None
+        response = reply.response
+        answers[path] = response.status
+        answered = f"{where} answered {reply.status_line}"
+        if endpoint.info and response.status not in endpoint.accept:
+            return None
+        if self.unauthorized(reply):
+            given = "token= or token-file=" if hasattr(self, "token_file") else "token="
+            why = "rejected the credentials" if token else "needs credentials"
+            raise CheckFailed(f"unauthorized: {answered} (the server {why}; {given})")
+        if response.status == 404 and endpoint.missing:
+            missing = endpoint.missing.format(**self._shown_fields())
+            raise CheckFailed(f"{missing}: {answered}{_quote_body(reply)}")
+        if response.status not in endpoint.accept:
+            raise CheckFailed(f"{fails}: {answered}{_quote_body(reply)}")
+        document: Any = None
+        if endpoint.json or endpoint.judge:
+            try:
+                document = json_body(response)
+            except ValueError as exc:
+                if endpoint.info:
+                    return None
+                if endpoint.json:
+                    raise CheckFailed(f"{fails}: {answered}, but {exc}") from None
+        for key, expected in endpoint.json:
+            problem = json_mismatch(document, key.split("."), expected)
+            if problem:
+                raise CheckFailed(f"{fails}: {answered}, but {problem}")
+        if endpoint.judge is not None:
+            try:
+                return endpoint.judge(self, reply, document)
+            except CheckFailed:
+                if endpoint.info:
+                    return None
+                raise
+        return None if endpoint.info else shows
+
+    def _shown_fields(self) -> dict[str, str]:
+        version = getattr(self, "version", None)
+        return {
+            "model": repr(self.model) if self.model else "",
+            "version": str(version) if version else "",
+        }
+
+    def _hint(self, endpoint: Endpoint, exc: CheckFailed) -> str:
+        if exc.details.get("phase") != "connect" or self._bases().get(endpoint.base) is not None:
+            return ""
+        default = self.default_base(endpoint.base).authority()
+        return f" ({default} is {self.server}'s default; {endpoint.base}= sets another)"
+
+    # -- secrets read at run time (token files) ------------------------------------
+
+    def add_secret(self, value: str) -> str:
+        if value and value not in self._secrets:
+            self._secrets.append(value)
+        return value
+
+    def _redact(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self._secrets:
+                value = value.replace(secret, "***")
+            return value
+        if isinstance(value, dict):
+            return {k: self._redact(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._redact(v) for v in value]
+        return value
+
+    def _redacted(self, exc: CheckFailed) -> CheckFailed:
+        if not self._secrets:
+            return exc
+        return CheckFailed(self._redact(exc.message), **self._redact(exc.details))
+
+
+def _quote_body(reply: Reply, limit: int = 120) -> str:
+    """A short, one-line, printable view of the answer's body, or nothing."""
+    raw = reply.response.body[: limit * 4].decode("utf-8", "replace")
+    shown = re.sub(r"\s+", " ", "".join(c if c.isprintable() else " " for c in raw)).strip()
+    if not shown:
+        return ""
+    if len(shown) > limit or reply.response.truncated:
+        shown = shown[: limit - 1] + "…"
+    return f": {shown}"
+
+
+def need(condition: bool, message: str) -> None:
+    """Fail the check with ``message`` unless ``condition``."""
+    if not condition:
+        raise CheckFailed(message)
+
+
+def usage(check: str, message: str) -> UsageError:
+    return UsageError(f"check {check!r}: {message}")
