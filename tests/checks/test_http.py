@@ -451,3 +451,72 @@ def test_a_shorter_run_deadline_is_named_in_the_timeout_message() -> None:
             CheckFailed, match=r"^timed out after 500ms: connected, but no response"
         ):
             check.run()
+
+
+# --- json= -------------------------------------------------------------------------------
+
+_DOC = b'{"status": "Healthy", "ready": true, "workers": [{"id": 1, "load": 0.5}], "n": null}'
+
+
+@pytest.mark.parametrize(
+    "assertion",
+    ["status=Healthy", "ready=true", "ready=TRUE", "workers.0.id=1", "workers.0.load=0.50",
+     "workers.-1.id=1", "n=null", 'workers.0={"id": 1, "load": 0.5}'],
+)  # fmt: skip
+def test_json_values_at_dotted_paths_pass(assertion: str) -> None:
+    with http_server(reply(200, _DOC)) as server:
+        passes(f"http:url={server.url}/,json={assertion}")
+
+
+@pytest.mark.parametrize(
+    ("assertion", "message"),
+    [
+        ("status=healthy", "HTTP 200 but JSON status is \"Healthy\" (expected 'healthy')"),
+        ("ready=false", "HTTP 200 but JSON ready is true (expected 'false')"),
+        ("workers.1.id=1", "HTTP 200 but the JSON has no 'workers.1.id' (expected '1')"),
+        ("workers.x=1", "HTTP 200 but the JSON has no 'workers.x' (expected '1')"),
+        ("n=0", "HTTP 200 but JSON n is null (expected '0')"),
+    ],
+)
+def test_json_mismatch_says_what_was_found(assertion: str, message: str) -> None:
+    with http_server(reply(200, _DOC)) as server:
+        assert fails(f"http:url={server.url}/,json={assertion}").message == message
+
+
+def test_every_json_assertion_must_hold() -> None:
+    with http_server(reply(200, _DOC)) as server:
+        passes(f"http:url={server.url}/,json=status=Healthy,json=ready=true")
+        error = fails(f"http:url={server.url}/,json=status=Healthy,json=ready=false")
+    assert "JSON ready is true" in error.message
+
+
+def test_json_on_a_body_that_is_not_json_or_too_big_fails() -> None:
+    with http_server(reply(200, b"<html>ok</html>")) as server:
+        error = fails(f"http:url={server.url}/,json=status=ok")
+    assert error.message == "HTTP 200 but the body is not JSON: '<html>ok</html>'"
+    with http_server(reply(200, b'{"a": "' + b"x" * 70000 + b'"}')) as server:
+        error = fails(f"http:url={server.url}/,json=a=x")
+    assert error.message == "HTTP 200 but the body exceeds 64 KiB and cannot be read as JSON"
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        ("http:url=http://127.0.0.1/,json=status", "expected PATH=VALUE"),
+        ("http:url=http://127.0.0.1/,json=a..b=1", "empty step"),
+        ("http:url=http://127.0.0.1/,method=HEAD,json=a=1", "json= needs method=GET"),
+    ],
+)
+def test_bad_json_assertions_are_usage_errors(token: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        build(token)
+
+
+def test_json_through_the_command_takes_the_value_after_the_first_equals() -> None:
+    from conftest import run_cli
+
+    with http_server(reply(200, b'{"status": "a=b", "ready": true}')) as server:
+        good = run_cli(f"http:url={server.url}/,json=status=a=b,json=ready=true")
+        bad = run_cli(f"http:url={server.url}/,json=ready=false")
+    assert good.rc == 0, good.stdout
+    assert bad.rc == 1 and "JSON ready is true (expected 'false')" in bad.stdout
