@@ -206,13 +206,15 @@ def test_http_check_and_help_import_neither_torch_nor_pynvml() -> None:
             (0, ["--help"]),
             (0, [f"http:url={server.url}/"]),
             (0, ["tcp:address=" + server.address]),
+            (0, [f"triton:url={server.url}/,mode=live"]),
             (1, [f"http:url={server.url}/", "status-file:path=/nonexistent", "--format", "json"]),
         ):
             result = _importtime(*args)
             assert result.rc == expected_rc, result.stdout + result.stderr
             imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()
                         if line.startswith("import time:")}  # fmt: skip
-            heavy = {m for m in imported if m.split(".")[0] in ("torch", "pynvml", "numpy")}
+            heavy = {m for m in imported
+                     if m.split(".")[0] in ("torch", "pynvml", "numpy", "grpc")}  # fmt: skip
             assert not heavy, heavy
 
 

@@ -38,6 +38,7 @@ BUILTIN: dict[str, str] = {
     "bentoml": "torchprobe.checks.presets:BentoML",
     "litserve": "torchprobe.checks.presets:LitServe",
     "ollama": "torchprobe.checks.presets:Ollama",
+    "grpc": "torchprobe.checks.grpc_health:GrpcHealthCheck",
 }
 
 DEFAULT_SET: tuple[str, ...] = ("cuda", "tensor", "nvml")
