@@ -8,6 +8,10 @@ poisoned, or whose worker is stuck in a kernel, stops touching the file.
 ``model-files`` is a :class:`torchprobe.base.Check` subclass with declared,
 typed options and one result line per file.
 
+``tei`` is a model-server preset, the way the built-in ones (``triton``,
+``vllm``, ...) are written: Hugging Face Text Embeddings Inference, declared as
+its default port and the endpoints that say live and ready.
+
 Both run in a worker process of their own, never in the torchprobe process.
 """
 
@@ -15,8 +19,10 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from torchprobe.base import Check, CheckFailed, Option, Outcome, failed, passed
+from torchprobe.checks.server import Endpoint, ServerCheck, server_options
 from torchprobe.options import integer, listof, text
 
 
@@ -66,3 +72,20 @@ class ModelFiles(Check):
             else:
                 outcomes.append(passed(f"{path}: {size} bytes", target=str(index), size=size))
         return outcomes
+
+
+def _tei_model(check: ServerCheck, reply: Any, info: Any) -> str:
+    """/info names the served model: with model=, it must be that one."""
+    served = info.get("model_id") if isinstance(info, dict) else None
+    if check.model and served != check.model:
+        raise CheckFailed(f"model {check.model!r} not served: /info says {served!r}")
+    return f"serving {served!r}"
+
+
+class TextEmbeddings(ServerCheck):
+    server = "Text Embeddings Inference"
+    port = 8080
+    description = "Text Embeddings Inference: /health, /info model id [port 8080]"
+    options = server_options(8080)  # url=, mode=, model=, token=, header=, insecure=
+    live = (Endpoint("/health", "healthy", "not healthy"),)
+    ready = (*live, Endpoint("/info", "model", "no model info", judge=_tei_model))

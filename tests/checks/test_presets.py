@@ -21,6 +21,7 @@ from standins import TGI, VLLM, Ollama, SGLang, Triton
 
 from torchprobe import registry
 from torchprobe.base import Check, CheckFailed, Outcome, Status, UsageError
+from torchprobe.checks.server import base_url
 from torchprobe.spec import parse_occurrence
 
 
@@ -399,3 +400,30 @@ def test_torchserve_ping_200_but_not_healthy_is_not_healthy() -> None:
         'server not Healthy: GET /ping answered HTTP 200 OK, but JSON status is "Partial '
         "Healthy\" (expected 'Healthy')"
     )
+
+
+# --- a preset written as a plugin (examples/plugin) ----------------------------------------
+
+
+def test_the_example_plugin_preset_is_a_few_declared_lines() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[2] / "examples" / "plugin"))
+    try:
+        from torchprobe_example import TextEmbeddings
+    finally:
+        sys.path.pop(0)
+    info = reply(200, b'{"model_id": "BAAI/bge-small-en-v1.5", "version": "1.5.0"}')
+    answers = {"/health": reply(200, b""), "/info": info}
+    with http_server(routes(answers)) as server:
+        url = base_url(server.url)
+        check = TextEmbeddings(url=url, model="BAAI/bge-small-en-v1.5")
+        check.deadline = time.monotonic() + 5
+        outcome = check.run()
+        other = TextEmbeddings(url=check.url, model="intfloat/e5")
+        other.deadline = time.monotonic() + 5
+        with pytest.raises(CheckFailed, match="model 'intfloat/e5' not served"):
+            other.run()
+    assert isinstance(outcome, Outcome)
+    assert outcome.message.startswith("ready: healthy, serving 'BAAI/bge-small-en-v1.5' in ")
