@@ -427,3 +427,19 @@ def test_the_example_plugin_preset_is_a_few_declared_lines() -> None:
             other.run()
     assert isinstance(outcome, Outcome)
     assert outcome.message.startswith("ready: healthy, serving 'BAAI/bge-small-en-v1.5' in ")
+
+
+def test_every_healthcheck_line_in_the_readme_is_a_valid_command() -> None:
+    import re
+    from pathlib import Path
+
+    from conftest import clean_env
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    lines = re.findall(r'^HEALTHCHECK CMD \["torchprobe", (.*)\]$', readme, re.M)
+    assert len(lines) >= 11
+    env = clean_env(VLLM_API_KEY="sk-test")
+    for line in lines:
+        arguments = json.loads(f"[{line}]")
+        run = run_cli(*arguments, "--dry-run", env=env)
+        assert run.rc == 0, (line, run.stdout, run.stderr)
