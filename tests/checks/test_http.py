@@ -448,7 +448,9 @@ def test_a_shorter_run_deadline_is_named_in_the_timeout_message() -> None:
         check = build(f"http:url={server.url}/")  # its own timeout is 5 s
         check.deadline = time.monotonic() + 0.5
         with pytest.raises(
-            CheckFailed, match=r"^timed out after 500ms: connected, but no response"
+            # what was left when the check started: 500ms, or a few ms less on a busy machine
+            CheckFailed,
+            match=r"^timed out after (500|4\d\d)ms: connected, but no response",
         ):
             check.run()
 

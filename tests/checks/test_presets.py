@@ -55,9 +55,9 @@ def test_triton_ready_with_model_reports_what_it_saw() -> None:
     with Triton() as server:
         outcome = passes(f"triton:url={server.url},model=resnet50")
     assert outcome.message.startswith(
-        "ready: server ready, model 'resnet50' ready, triton 2.50.0 in "
+        "ready: server live, model 'resnet50' ready, triton 2.50.0 in "
     )
-    assert server.paths() == ["/v2/health/ready", "/v2/models/resnet50/ready", "/v2"]
+    assert server.paths() == ["/v2/health/live", "/v2/models/resnet50/ready", "/v2"]
     assert outcome.details["endpoints"]["/v2/models/resnet50/ready"] == 200
     assert outcome.details["server_version"] == "triton 2.50.0"
 
@@ -68,6 +68,19 @@ def test_triton_model_not_ready_fails_naming_the_model() -> None:
     assert error.message == (
         "model 'resnet50' not ready: GET /v2/models/resnet50/ready answered HTTP 400 Bad Request"
     )
+
+
+def test_with_model_a_broken_neighbour_does_not_fail_a_ready_model() -> None:
+    # Triton (strict readiness) and MLServer say the server is not ready while any
+    # model is not: with model=, that model's own readiness decides.
+    with Triton(models={"resnet50": {"1": True}, "bert": {"1": False}}) as server:
+        server.ready = False
+        passes(f"triton:url={server.url},model=resnet50")
+        error = fails(f"triton:url={server.url},model=bert")
+        server.live = False
+        dead = fails(f"triton:url={server.url},model=resnet50")
+    assert error.message.startswith("model 'bert' not ready: GET /v2/models/bert/ready")
+    assert dead.message.startswith("server not live: GET /v2/health/live answered HTTP 400")
 
 
 def test_triton_unknown_model_fails_naming_it() -> None:
@@ -443,3 +456,36 @@ def test_every_healthcheck_line_in_the_readme_is_a_valid_command() -> None:
         arguments = json.loads(f"[{line}]")
         run = run_cli(*arguments, "--dry-run", env=env)
         assert run.rc == 0, (line, run.stdout, run.stderr)
+
+
+def test_ray_dashboard_status_decides_readiness_when_given() -> None:
+    routes_ = b'{"/classify": "classifier", "/broken": "broken"}'
+    apps = {
+        "applications": {
+            "classifier": {"name": "classifier", "route_prefix": "/classify", "status": "RUNNING",
+                           "message": "", "deployments": {}},
+            "broken": {"name": "broken", "route_prefix": "/broken", "status": "DEPLOY_FAILED",
+                       "message": "Deploying app 'broken' failed with exception:\nRuntimeError: "
+                                  "model file missing", "deployments": {}},
+        }
+    }  # fmt: skip
+    answers = {
+        "/-/healthz": reply(200, b"success"),
+        "/-/routes": reply(200, routes_),
+        "/api/serve/applications/": reply(200, json.dumps(apps).encode()),
+    }
+    with http_server(routes(answers)) as server:
+        base = f"ray:url={server.url},dashboard-url={server.url}"
+        assert passes(f"ray:url={server.url},app=broken").status is Status.PASS  # routes only
+        good = passes(f"{base},app=/classify")
+        broken = fails(f"{base},app=broken")
+        every = fails(base)
+        unknown = fails(f"ray:url={server.url},dashboard-url={server.url},app=/nope")
+    assert good.message.startswith("ready: proxy healthy, application 'classifier' at /classify")
+    assert good.message.split(" in ")[0].endswith("RUNNING")
+    assert broken.message == (
+        "application 'broken' is DEPLOY_FAILED: Deploying app 'broken' failed with exception: "
+        "RuntimeError: model file missing"
+    )
+    assert every.message.startswith("application 'broken' is DEPLOY_FAILED")
+    assert unknown.message.startswith("application '/nope' not deployed: /-/routes lists")

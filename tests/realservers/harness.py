@@ -26,13 +26,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..conftest import require
+from conftest import children, require
 
 HERE = Path(__file__).parent
 ENVS = HERE / "envs"
@@ -41,21 +42,69 @@ ROOT = HERE.parent.parent
 VENVS = Path(os.environ.get("TORCHPROBE_SERVER_VENVS", ROOT / ".venvs"))
 INSTALL_TIMEOUT = 900
 
-__all__ = ["APPS", "ServerProcess", "free_port", "http_get", "server_venv"]
+__all__ = ["APPS", "ServerProcess", "free_port", "http_get", "server_venv", "start_builds"]
+
+
+_builds: dict[str, threading.Thread] = {}
+_failures: dict[str, str] = {}
+
+
+def start_builds(names: Sequence[str], parallel: int = 3) -> None:
+    """Make the venvs of ``names`` in the background, ``parallel`` at a time.
+
+    Installs wait on the network more than on the CPU, so a test session that
+    will need several venvs starts them all at once (tests/realservers/conftest.py);
+    :func:`server_venv` then waits only for the one it needs.
+    """
+    slots = threading.Semaphore(parallel)
+
+    def build(name: str) -> None:
+        with slots:
+            try:
+                _install(name)
+            except Exception as exc:  # reported by server_venv, in the test that needs it
+                _failures[name] = str(exc)
+
+    for name in names:
+        if name not in _builds and (ENVS / f"{name}.txt").exists():
+            _builds[name] = threading.Thread(target=build, args=(name,), daemon=True)
+            _builds[name].start()
 
 
 def server_venv(name: str) -> Path:
-    """The Python of the venv for ``envs/NAME.txt``, made once (under a file lock)."""
+    """The Python of the venv for ``envs/NAME.txt``; fails (CI) or skips if it will not install."""
+    if name in _builds:
+        _builds[name].join()
+    else:
+        try:
+            _install(name)
+        except Exception as exc:
+            _failures[name] = str(exc)
+    if name in _failures:
+        require(False, _failures[name])
+    return _venv(name) / "bin" / "python"
+
+
+def _venv(name: str) -> Path:
+    digest = hashlib.sha256((ENVS / f"{name}.txt").read_bytes()).hexdigest()[:10]
+    return VENVS / f"{name}-{digest}"
+
+
+class InstallFailed(Exception):
+    pass
+
+
+def _install(name: str) -> None:
+    """Make the venv for ``envs/NAME.txt`` unless it is there (under a file lock)."""
     requirements = ENVS / f"{name}.txt"
-    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:10]
-    venv = VENVS / f"{name}-{digest}"
+    venv = _venv(name)
     python = venv / "bin" / "python"
     done = venv / ".installed"
     VENVS.mkdir(parents=True, exist_ok=True)
     with open(VENVS / f".{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if done.exists():
-            return python
+            return
         log = VENVS / f"{name}-install.log"
         started = time.monotonic()
         try:
@@ -74,9 +123,9 @@ def server_venv(name: str) -> Path:
                 )
         except (subprocess.SubprocessError, OSError) as exc:
             tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
-            require(False, f"the {name} server venv did not install ({exc}):\n{tail}")
+            why = f"the {name} server venv did not install ({exc}):\n{tail}"
+            raise InstallFailed(why) from None
         done.write_text(f"{time.monotonic() - started:.1f} s\n")
-        return python
 
 
 def free_port() -> int:
@@ -151,9 +200,21 @@ class ServerProcess:
         return 0.0
 
     def signal_group(self, signum: int) -> None:
-        if self.process is not None:
+        """Signal the server's process group and every descendant.
+
+        Some servers (BentoML's process manager) start workers in sessions of
+        their own, and the worker holds the listening socket.
+        """
+        if self.process is None:
+            return
+        pids = children(self.process.pid)
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:
+            pass
+        for pid in pids:
             try:
-                os.killpg(self.process.pid, signum)
+                os.kill(pid, signum)
             except ProcessLookupError:
                 pass
 

@@ -153,8 +153,12 @@ def _v2_metadata(check: ServerCheck, reply: Reply, document: Any) -> str | None:
 
 
 _V2_MODEL = "/v2/models/{model}{version_path}/ready"
+# With model=, that model's readiness decides: a server's own readiness also
+# waits for every other model (Triton's strict mode, MLServer), so a broken
+# neighbour would fail a probe of a model that serves.
 _V2 = (
-    Endpoint("/v2/health/ready", "server ready", "server not ready"),
+    Endpoint("/v2/health/ready", "server ready", "server not ready", unless="model"),
+    Endpoint("/v2/health/live", "server live", "server not live", needs="model"),
     Endpoint(
         _V2_MODEL,
         "model {model}{version_shown} ready",
@@ -229,7 +233,7 @@ class KServe(_OpenInference):
         Endpoint(
             "/v1/models/{model}",
             "model {model} ready",
-            accept=(200, 503),
+            "model {model} not ready",
             judge=_v1_ready,
             missing="model {model} is unknown to the server",
         ),
@@ -445,21 +449,65 @@ def _ray_routes(check: RayServe, reply: Reply, document: Any) -> str:
     return f"{len(pairs)} application{'s' if len(pairs) > 1 else ''}"
 
 
+def _ray_applications(check: RayServe, reply: Reply, document: Any) -> str:
+    """The Serve REST API's view: each application's status (RUNNING, DEPLOYING, ...)."""
+    apps = document.get("applications") if isinstance(document, dict) else None
+    found = [(str(name), a) for name, a in (apps or {}).items() if isinstance(a, dict)]
+    if check.app:
+        found = [(n, a) for n, a in found if check.app in (n, a.get("route_prefix"))]
+        need(bool(found), f"application {check.app!r} unknown to the Serve API")
+    check.notes["applications"] = {n: str(a.get("status", "?")) for n, a in found}
+    bad = [(n, a) for n, a in found if a.get("status") != "RUNNING"]
+    if bad:
+        name, app = bad[0]
+        why = " ".join(str(app.get("message") or "").split())[:160]
+        raise CheckFailed(
+            f"application {name!r} is {app.get('status', '?')}"
+            + (f": {why}" if why else "")
+            + (f" (and {len(bad) - 1} more not RUNNING)" if len(bad) > 1 else "")
+        )
+    return "RUNNING" if check.app else f"{len(found)} RUNNING"
+
+
 class RayServe(ServerCheck):
     name = "ray"
     server = "Ray Serve"
     port = 8000
-    description = "Ray Serve: proxy /-/healthz; ready: /-/routes lists the app (app=) [port 8000]"
+    description = (
+        "Ray Serve: proxy /-/healthz; ready: /-/routes lists the app (app=), and with "
+        "dashboard-url= the Serve API says RUNNING [port 8000]"
+    )
     options = server_options(
         8000,
         model=False,
         extra=(
             Option("app", text, help="an application name or route prefix that must be listed"),
+            Option(
+                "dashboard-url",
+                _BaseUrl(),
+                help="Ray's dashboard, e.g. http://127.0.0.1:8265: ready needs RUNNING there",
+            ),
         ),
     )
     live = (Endpoint("/-/healthz", "proxy healthy", "proxy not healthy"),)
-    ready = (*live, Endpoint("/-/routes", "routes", "routes not listed", judge=_ray_routes))
+    ready = (
+        *live,
+        Endpoint("/-/routes", "routes", "routes not listed", judge=_ray_routes),
+        Endpoint(
+            "/api/serve/applications/",
+            "applications",
+            "Serve API not answering",
+            needs="dashboard-url",
+            base="dashboard-url",
+            judge=_ray_applications,
+        ),
+    )
     app: str | None
+    dashboard_url: Url | None
+
+    def default_base(self, option: str) -> Url:
+        port = 8265 if option == "dashboard-url" else self.port
+        return parse_url(f"http://127.0.0.1:{port}")
 
 
 class BentoML(ServerCheck):
@@ -477,5 +525,8 @@ class LitServe(ServerCheck):
     server = "LitServe"
     port = 8000
     description = "LitServe: /health (200 once its workers are set up) [port 8000]"
-    options = server_options(8000, model=False)
-    live = ready = (Endpoint("/health", "server ready", "server not ready"),)
+    options = server_options(
+        8000, model=False, token_help="LitServe's API key, sent as 'X-API-Key: TOKEN'"
+    )
+    token_header = ("X-API-Key", "{}")
+    live = ready = (Endpoint("/health", "healthy", "not healthy"),)

@@ -56,6 +56,8 @@ class Endpoint:
     json: tuple[tuple[str, str], ...] = ()
     #: Probed only when this option is set (e.g. ``"model"``).
     needs: str | None = None
+    #: Skipped when this option is set (a server-wide answer that ``model=`` replaces).
+    unless: str | None = None
     #: The option that holds this endpoint's base URL.
     base: str = "url"
     method: str = "GET"
@@ -93,7 +95,11 @@ class _BaseUrl:
 
 
 def server_options(
-    port: int, *, model: bool = True, extra: Sequence[Option] = ()
+    port: int,
+    *,
+    model: bool = True,
+    extra: Sequence[Option] = (),
+    token_help: str = "sent as 'Authorization: Bearer TOKEN'",
 ) -> tuple[Option, ...]:
     """The options every preset takes, then ``extra``."""
     options = [
@@ -103,7 +109,7 @@ def server_options(
     if model:
         options.append(Option("model", text, help="a model that must be ready"))
     options += [
-        Option("token", text, secret=True, help="sent as 'Authorization: Bearer TOKEN'"),
+        Option("token", text, secret=True, help=token_help),
         Option("header", _HeaderOption(), repeatable=True, help="a request header, like curl -H"),
         Option("insecure", boolean, default=False, help="https: skip certificate verification"),
     ]
@@ -117,6 +123,8 @@ class ServerCheck(Check):
     server: ClassVar[str] = ""
     #: Its default HTTP port on 127.0.0.1.
     port: ClassVar[int] = 80
+    #: How ``token=`` is sent: a header name and its value, ``{}`` the token.
+    token_header: ClassVar[tuple[str, str]] = ("Authorization", "Bearer {}")
     live: ClassVar[Sequence[Endpoint]] = ()
     ready: ClassVar[Sequence[Endpoint]] = ()
     timeout = 5.0
@@ -176,7 +184,9 @@ class ServerCheck(Check):
         answers: dict[str, Any] = {}
         try:
             for endpoint in self.endpoints():
-                if endpoint.needs and not getattr(self, endpoint.needs.replace("-", "_"), None):
+                if endpoint.needs and not self._given(endpoint.needs):
+                    continue
+                if endpoint.unless and self._given(endpoint.unless):
                     continue
                 note = self._probe(endpoint, clock, answers)
                 if note:
@@ -189,6 +199,9 @@ class ServerCheck(Check):
         details.update(endpoints=answers, **self.notes, elapsed_ms=elapsed)
         message = f"{self.mode}: {', '.join(seen)} in {elapsed:.0f} ms"
         return passed(self._redact(message), **details)
+
+    def _given(self, option: str) -> bool:
+        return bool(getattr(self, option.replace("-", "_"), None))
 
     def base(self, option: str) -> Url:
         url = self._bases()[option]
@@ -212,8 +225,9 @@ class ServerCheck(Check):
         fails = (endpoint.fails or f"not {endpoint.shows}").format(**shown)
         headers = list(self.header)
         token = self.token_for(endpoint)
-        if token and not any(k.lower() == "authorization" for k, _ in headers):
-            headers.insert(0, ("Authorization", f"Bearer {token}"))
+        name, value = self.token_header
+        if token and not any(k.lower() == name.lower() for k, _ in headers):
+            headers.insert(0, (name, value.format(token)))
         body = endpoint.body(self) if endpoint.body else None
         try:
             reply = exchange(
