@@ -466,7 +466,11 @@ def test_ray_dashboard_status_decides_readiness_when_given() -> None:
                            "message": "", "deployments": {}},
             "broken": {"name": "broken", "route_prefix": "/broken", "status": "DEPLOY_FAILED",
                        "message": "Deploying app 'broken' failed with exception:\nRuntimeError: "
-                                  "model file missing", "deployments": {}},
+                                  "model file missing", "deployments": {
+                           "Broken": {"status": "DEPLOY_FAILED", "message": "The deployment "
+                                      "failed to start.\nTraceback (most recent call last):\n"
+                                      "  File \"app.py\", line 3\nOSError: weights.pt is "
+                                      "corrupt\n"}}},
         }
     }  # fmt: skip
     answers = {
@@ -485,7 +489,7 @@ def test_ray_dashboard_status_decides_readiness_when_given() -> None:
     assert good.message.split(" in ")[0].endswith("RUNNING")
     assert broken.message == (
         "application 'broken' is DEPLOY_FAILED: Deploying app 'broken' failed with exception: "
-        "RuntimeError: model file missing"
+        "RuntimeError: model file missing (Broken: OSError: weights.pt is corrupt)"
     )
     assert every.message.startswith("application 'broken' is DEPLOY_FAILED")
     assert unknown.message.startswith("application '/nope' not deployed: /-/routes lists")

@@ -461,12 +461,26 @@ def _ray_applications(check: RayServe, reply: Reply, document: Any) -> str:
     if bad:
         name, app = bad[0]
         why = " ".join(str(app.get("message") or "").split())[:160]
+        cause = _ray_deployment_cause(app)
         raise CheckFailed(
             f"application {name!r} is {app.get('status', '?')}"
             + (f": {why}" if why else "")
+            + (f" ({cause})" if cause else "")
             + (f" (and {len(bad) - 1} more not RUNNING)" if len(bad) > 1 else "")
         )
     return "RUNNING" if check.app else f"{len(found)} RUNNING"
+
+
+def _ray_deployment_cause(app: dict[str, Any]) -> str:
+    """The first unhealthy deployment and the last line of its message (the exception)."""
+    deployments = app.get("deployments")
+    for name, deployment in (deployments or {}).items() if isinstance(deployments, dict) else ():
+        if not isinstance(deployment, dict) or deployment.get("status") == "HEALTHY":
+            continue
+        lines = [line.strip() for line in str(deployment.get("message") or "").splitlines()]
+        last = next((line for line in reversed(lines) if line), "")
+        return f"{name}: {last[:160]}" if last else ""
+    return ""
 
 
 class RayServe(ServerCheck):
