@@ -47,6 +47,9 @@ EPILOG = """\b
 CHECK is NAME[:KEY=VALUE[,KEY=VALUE...]], e.g.
   torchprobe nvml:max-memory=95 tensor:device=cuda:0
   torchprobe http:url=http://127.0.0.1:8080/ping,timeout=2
+  torchprobe triton:model=resnet50     (model servers: torchserve, triton,
+    kserve, vllm, tgi, sglang, ray, bentoml, litserve, ollama; and grpc)
+--list shows every check and its options.
 With no CHECK: --profile, else $TORCHPROBE_CHECKS, else "cuda tensor nvml".
 Durations: 2, 2.5, 500ms, 2s, 1m. ${NAME} in a value reads the environment.
 \b

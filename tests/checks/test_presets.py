@@ -493,3 +493,18 @@ def test_ray_dashboard_status_decides_readiness_when_given() -> None:
     )
     assert every.message.startswith("application 'broken' is DEPLOY_FAILED")
     assert unknown.message.startswith("application '/nope' not deployed: /-/routes lists")
+
+
+def test_help_names_every_preset_in_the_registry() -> None:
+    import re
+
+    from torchprobe.checks.server import ServerCheck
+    from torchprobe.cli import EPILOG
+
+    listed = re.search(r"\(model servers: ([^)]*)\)", " ".join(EPILOG.split()))
+    assert listed is not None
+    named = {n.strip() for n in re.split(r"[,;]|\band\b", listed.group(1)) if n.strip()}
+    presets = {
+        n for n in registry.BUILTIN if issubclass(registry.builtin(n) or object, ServerCheck)
+    }
+    assert named == presets | {"grpc"}
