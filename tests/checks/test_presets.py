@@ -204,6 +204,7 @@ def test_tgi_reports_the_model_id_and_fails_on_an_unhealthy_shard() -> None:
 
 
 def test_tgi_slow_health_within_the_timeout_passes() -> None:
+    assert build("tgi").timeout == 10  # /health queues behind the load
     with TGI() as server:
         server.delay["/health"] = 2.0
         passes(f"tgi:url={server.url},timeout=4")

@@ -347,6 +347,8 @@ class TGI(ServerCheck):
     name = "tgi"
     server = "TGI"
     port = 80
+    # /health runs a real request through every shard, queued behind the load.
+    timeout = 10.0
     description = (
         "Text Generation Inference: /health (a real check of every shard), "
         "/info for the model id [port 80, as in its image]"
