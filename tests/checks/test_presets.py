@@ -509,3 +509,17 @@ def test_help_names_every_preset_in_the_registry() -> None:
         n for n in registry.BUILTIN if issubclass(registry.builtin(n) or object, ServerCheck)
     }
     assert named == presets | {"grpc"}
+
+
+def test_presets_speak_https_verified_or_insecure(tmp_path: Any) -> None:
+    from servers import make_certificate, tls_context
+
+    certificate = make_certificate(tmp_path, ["localhost"])
+    answers = {"/livez": reply(200, b"\n"), "/readyz": reply(200, b"\n")}
+    with http_server(routes(answers), tls=tls_context(*certificate)) as server:
+        url = server.url.replace("http://", "https://")
+        untrusted = fails(f"bentoml:url={url}")
+        outcome = passes(f"bentoml:url={url},insecure=true")
+    assert untrusted.message.startswith("GET /readyz: TLS certificate of 127.0.0.1:")
+    assert "insecure=true skips verification" in untrusted.message
+    assert outcome.details["url"] == f"{url}/"
