@@ -523,3 +523,14 @@ def test_presets_speak_https_verified_or_insecure(tmp_path: Any) -> None:
     assert untrusted.message.startswith("GET /readyz: TLS certificate of 127.0.0.1:")
     assert "insecure=true skips verification" in untrusted.message
     assert outcome.details["url"] == f"{url}/"
+
+
+def test_a_hanging_info_endpoint_costs_at_most_a_second_and_never_the_verdict() -> None:
+    with Triton() as server:
+        server.hang.add("/v2")
+        started = time.monotonic()
+        run = run_cli(f"triton:url={server.url},model=resnet50", "--format", "json")
+    assert run.rc == 0, run.stdout
+    assert time.monotonic() - started < 4
+    result = json.loads(run.stdout)["checks"][0]
+    assert result["details"]["endpoints"]["/v2"].startswith("timed out after 1s")
