@@ -534,3 +534,24 @@ def test_a_hanging_info_endpoint_costs_at_most_a_second_and_never_the_verdict() 
     assert time.monotonic() - started < 4
     result = json.loads(run.stdout)["checks"][0]
     assert result["details"]["endpoints"]["/v2"].startswith("timed out after 1s")
+
+
+def test_the_serve_api_of_a_big_cluster_is_read_whole() -> None:
+    # The Serve API lists every application with its config: it outgrows 64 KiB.
+    config = {"import_path": "app:build", "runtime_env": {"pip": ["x" * 50] * 40}}
+    apps = {
+        f"app{i}": {"name": f"app{i}", "route_prefix": f"/app{i}", "status": "RUNNING",
+                    "message": "", "deployed_app_config": config, "deployments": {}}
+        for i in range(100)
+    }  # fmt: skip
+    document = json.dumps({"applications": apps}).encode()
+    assert len(document) > 200 * 1024
+    routes_ = json.dumps({f"/app{i}": f"app{i}" for i in range(100)}).encode()
+    answers = {
+        "/-/healthz": reply(200, b"success"),
+        "/-/routes": reply(200, routes_),
+        "/api/serve/applications/": reply(200, document),
+    }
+    with http_server(routes(answers)) as server:
+        outcome = passes(f"ray:url={server.url},dashboard-url={server.url},app=app99")
+    assert outcome.details["applications"] == {"app99": "RUNNING"}

@@ -82,7 +82,10 @@ class Response:
 class _Reader:
     """Receives a response, each ``recv`` bounded by what is left of the deadline."""
 
-    def __init__(self, sock: socket.socket, clock: Deadline, label: str) -> None:
+    def __init__(
+        self, sock: socket.socket, clock: Deadline, label: str, limit: int = BODY_LIMIT
+    ) -> None:
+        self.limit = limit
         self.sock = sock
         self.clock = clock
         self.label = label
@@ -168,7 +171,7 @@ class _Reader:
         return Response(status.group(1), int(status.group(2)), reason, headers)
 
     def read_body(self, response: Response, method: str) -> tuple[bytes, bool]:
-        """The body (at most BODY_LIMIT bytes) and whether there was more."""
+        """The body (at most ``limit`` bytes) and whether there was more."""
         if method == "HEAD" or response.status < 200 or response.status in (204, 304):
             return b"", False
         coding = response.header("transfer-encoding")
@@ -182,13 +185,13 @@ class _Reader:
                     f"invalid Content-Length from {self.label}: {preview(length.encode())}"
                 )
             size = int(sizes.pop())
-            want = min(size, BODY_LIMIT)
+            want = min(size, self.limit)
             while len(self.buffer) < want:
                 self.need(want - len(self.buffer))
             return bytes(self.buffer[:want]), size > want
-        while len(self.buffer) < BODY_LIMIT and self.fill(BODY_LIMIT - len(self.buffer)):
+        while len(self.buffer) < self.limit and self.fill(self.limit - len(self.buffer)):
             pass
-        return bytes(self.buffer[:BODY_LIMIT]), not self.eof
+        return bytes(self.buffer[: self.limit]), not self.eof
 
     def _line(self) -> bytes:
         while (end := self.buffer.find(b"\n")) < 0:
@@ -216,11 +219,11 @@ class _Reader:
                     if trailers > 100:
                         raise self.error(f"invalid chunked encoding from {self.label}: trailers")
                 return bytes(body), False
-            take = min(size, BODY_LIMIT - len(body))
+            take = min(size, self.limit - len(body))
             while len(self.buffer) < take:
                 self.need(take - len(self.buffer) + 2)  # the data and its CRLF
             body += self.buffer[:take]
-            if len(body) >= BODY_LIMIT:
+            if len(body) >= self.limit:
                 return bytes(body), True
             del self.buffer[:take]
             if self._line():
@@ -257,10 +260,12 @@ def fetch(
     insecure: bool,
     clock: Deadline,
     body: bytes = b"",
+    limit: int = BODY_LIMIT,
 ) -> Response:
     """One request on a fresh connection; ``proxy`` is (host, port, proxy headers).
 
     A ``body`` goes after the headers, which must then carry its Content-Length.
+    At most ``limit`` bytes of the answer's body are read.
     """
     label = hostport(host, port)
     if proxy is None:
@@ -276,7 +281,7 @@ def fetch(
         if scheme == "https":
             sock = start_tls(sock, host, insecure, clock, label)
         _send(sock, _request(method, target, headers) + body, clock, label)
-        reader = _Reader(sock, clock, label)
+        reader = _Reader(sock, clock, label, limit)
         response = reader.read_head()
         while 100 <= response.status < 200 and response.status != 101:
             response = reader.read_head()  # an interim response: the real one follows

@@ -328,11 +328,12 @@ def exchange(
     follow_redirects: bool = False,
     body: bytes | None = None,
     content_type: str = "application/json",
+    limit: int = 64 * 1024,
 ) -> Reply:
     """One request (and the redirects it may follow) under ``clock``.
 
     The HTTP layer every HTTP check shares: the whole exchange under one
-    deadline, at most 64 KiB of body, the redirect policy, credentials kept
+    deadline, at most ``limit`` bytes of body (64 KiB), the redirect policy, credentials kept
     off other origins. A failure to get any response raises ``CheckFailed``
     whose message and details never carry the URL's credentials.
     """
@@ -357,6 +358,7 @@ def exchange(
                 insecure=insecure,
                 clock=clock,
                 body=payload,
+                limit=limit,
             )
         except wire.WireError as exc:
             details = {"url": url.shown, "phase": exc.phase, **exc.details}
@@ -441,7 +443,9 @@ def json_body(response: Response) -> Any:
     import json
 
     if response.truncated:
-        raise ValueError("the body exceeds 64 KiB and cannot be read as JSON")
+        raise ValueError(
+            f"the body exceeds {len(response.body) // 1024} KiB and cannot be read as JSON"
+        )
     try:
         return json.loads(response.body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):

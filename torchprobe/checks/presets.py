@@ -516,6 +516,7 @@ class RayServe(ServerCheck):
             needs="dashboard-url",
             base="dashboard-url",
             judge=_ray_applications,
+            limit=4 * 1024 * 1024,  # every app with its config and deployments
         ),
     )
     app: str | None

@@ -71,6 +71,8 @@ class Endpoint:
     missing: str | None = None
     #: Only adds to the report: its failure is not the check's.
     info: bool = False
+    #: At most this much of the answer's body is read (an API listing a whole cluster).
+    limit: int = 64 * 1024
 
 
 def base_url(value: str) -> Url:
@@ -243,6 +245,7 @@ class ServerCheck(Check):
                 headers=headers,
                 insecure=self.insecure,
                 body=body,
+                limit=endpoint.limit,
             )
         except CheckFailed as exc:
             if endpoint.info:
