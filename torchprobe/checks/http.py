@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..base import Check, CheckFailed, Option, Outcome, UsageError, passed
 from ..options import boolean, choice, text
+from ._httpwire import BODY_LIMIT
 from .tcp import Deadline, hostport, split_hostport
 
 if TYPE_CHECKING:
@@ -328,13 +329,13 @@ def exchange(
     follow_redirects: bool = False,
     body: bytes | None = None,
     content_type: str = "application/json",
-    limit: int = 64 * 1024,
+    limit: int = BODY_LIMIT,
 ) -> Reply:
     """One request (and the redirects it may follow) under ``clock``.
 
     The HTTP layer every HTTP check shares: the whole exchange under one
-    deadline, at most ``limit`` bytes of body (64 KiB), the redirect policy, credentials kept
-    off other origins. A failure to get any response raises ``CheckFailed``
+    deadline, at most ``limit`` bytes of body, the redirect policy, credentials
+    kept off other origins. A failure to get any response raises ``CheckFailed``
     whose message and details never carry the URL's credentials.
     """
     from . import _httpwire as wire

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..base import CheckFailed, Option, UsageError
+from ..base import CheckFailed, Option, Outcome, UsageError
 from ..options import boolean, choice, text
-from .http import Reply, Url, parse_url
+from .http import Reply, Url
 from .server import Endpoint, ServerCheck, _BaseUrl, need, server_options
 
 __all__ = [
@@ -98,6 +98,7 @@ class TorchServe(ServerCheck):
         ),
     )
 
+    other_ports = {"management-url": 8081}
     token_file: str | None
 
     def __init__(self, **values: Any) -> None:
@@ -105,14 +106,16 @@ class TorchServe(ServerCheck):
         if self.token and self.token_file:
             raise UsageError("check 'torchserve': token= and token-file= exclude each other")
 
-    def default_base(self, option: str) -> Url:
-        return parse_url(f"http://127.0.0.1:{8081 if option == 'management-url' else 8080}")
+    def run(self) -> Outcome:
+        self._keys: dict[str, str] | None = None  # the key file, read once per run
+        return super().run()
 
     def token_for(self, endpoint: Endpoint) -> str | None:
         if not self.token_file:
             return self.token
-        keys = self._read_keys()
-        return keys["management" if endpoint.base == "management-url" else "inference"]
+        if self._keys is None:
+            self._keys = self._read_keys()
+        return self._keys["management" if endpoint.base == "management-url" else "inference"]
 
     def _read_keys(self) -> dict[str, str]:
         path = self.token_file
@@ -258,7 +261,7 @@ class KServe(_OpenInference):
 # --- LLM servers -----------------------------------------------------------------------------
 
 
-def _served(check: ServerCheck, document: Any, listed: list[str], where: str) -> str:
+def _served(check: ServerCheck, listed: list[str], where: str) -> str:
     if check.model:
         need(
             check.model in listed,
@@ -275,7 +278,7 @@ def _vllm_models(check: VLLM, reply: Reply, document: Any) -> str:
     listed = [str(m.get("id")) for m in data or [] if isinstance(m, dict) and m.get("id")]
     check.notes["models"] = listed[:20]
     check.served = listed
-    return _served(check, document, listed, "/v1/models")
+    return _served(check, listed, "/v1/models")
 
 
 def _completion_body(check: VLLM) -> bytes:
@@ -340,7 +343,7 @@ def _tgi_info(check: TGI, reply: Reply, document: Any) -> str:
         check.notes["server_version"] = version[:40]
     listed = [str(model)] if model else []
     check.notes["models"] = listed
-    return _served(check, document, listed, "/info")
+    return _served(check, listed, "/info")
 
 
 class TGI(ServerCheck):
@@ -519,12 +522,9 @@ class RayServe(ServerCheck):
             limit=4 * 1024 * 1024,  # every app with its config and deployments
         ),
     )
+    other_ports = {"dashboard-url": 8265}
     app: str | None
     dashboard_url: Url | None
-
-    def default_base(self, option: str) -> Url:
-        port = 8265 if option == "dashboard-url" else self.port
-        return parse_url(f"http://127.0.0.1:{port}")
 
 
 class BentoML(ServerCheck):

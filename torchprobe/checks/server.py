@@ -26,9 +26,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..base import Check, CheckFailed, Option, Outcome, UsageError, passed
+from ..base import Check, CheckFailed, Option, Outcome, passed
 from ..options import boolean, choice, text
-from .http import Reply, Url, _HeaderOption, exchange, json_body, json_mismatch, parse_url
+from ._httpwire import BODY_LIMIT
+from .http import (
+    Reply,
+    Url,
+    _HeaderOption,
+    _UrlOption,
+    exchange,
+    json_body,
+    json_mismatch,
+    parse_url,
+)
 from .tcp import Deadline
 
 __all__ = ["Endpoint", "ServerCheck", "base_url", "server_options"]
@@ -72,7 +82,7 @@ class Endpoint:
     #: Only adds to the report: its failure is not the check's.
     info: bool = False
     #: At most this much of the answer's body is read (an API listing a whole cluster).
-    limit: int = 64 * 1024
+    limit: int = BODY_LIMIT
 
 
 def base_url(value: str) -> Url:
@@ -82,21 +92,14 @@ def base_url(value: str) -> Url:
     return url
 
 
-base_url.type_name = "url"  # type: ignore[attr-defined]
+class _BaseUrl(_UrlOption):
+    """A server's base URL: the ``http`` check's URL option, without a query."""
 
-
-class _BaseUrl:
-    """Base URL option converter; its ``redact`` hides userinfo like ``http``'s."""
-
-    type_name = "url"
+    def __init__(self) -> None:
+        super().__init__(("http", "https"))
 
     def __call__(self, value: str) -> Url:
         return base_url(value)
-
-    def redact(self, value: str) -> tuple[str, list[str]]:
-        url = base_url(value)
-        password = (url.userinfo or "").partition(":")[2]
-        return url.shown, [s for s in (password, url.userinfo) if s]
 
 
 def server_options(
@@ -128,6 +131,8 @@ class ServerCheck(Check):
     server: ClassVar[str] = ""
     #: Its default HTTP port on 127.0.0.1.
     port: ClassVar[int] = 80
+    #: The default ports of its other base-URL options (``{"management-url": 8081}``).
+    other_ports: ClassVar[dict[str, int]] = {}
     #: How ``token=`` is sent: a header name and its value, ``{}`` the token.
     token_header: ClassVar[tuple[str, str]] = ("Authorization", "Bearer {}")
     live: ClassVar[Sequence[Endpoint]] = ()
@@ -213,7 +218,7 @@ class ServerCheck(Check):
         return url if url is not None else self.default_base(option)
 
     def default_base(self, option: str) -> Url:
-        return parse_url(f"http://127.0.0.1:{self.port}")
+        return parse_url(f"http://127.0.0.1:{self.other_ports.get(option, self.port)}")
 
     def _bases(self) -> dict[str, Url | None]:
         return {o.key: getattr(self, o.attr) for o in self.options if isinstance(o.parse, _BaseUrl)}
@@ -341,7 +346,3 @@ def need(condition: bool, message: str) -> None:
     """Fail the check with ``message`` unless ``condition``."""
     if not condition:
         raise CheckFailed(message)
-
-
-def usage(check: str, message: str) -> UsageError:
-    return UsageError(f"check {check!r}: {message}")
