@@ -165,3 +165,34 @@ def test_the_default_place_is_TORCHPROBE_STATUS_DIR(start: Start, status_dir: Pa
     result = run_cli("status-file", env=clean_env(TORCHPROBE_STATUS_DIR=str(status_dir)))
     assert result.rc == 0, result.stdout
     assert os.environ.get("TORCHPROBE_STATUS_DIR") is None
+
+
+@pytest.mark.parametrize(
+    ("updated", "says"),
+    [
+        (None, "s in the future (more than the 5s two clocks may differ)"),
+        ("NaN", "'updated' is not a time (nan)"),
+        ("1e999", "'updated' is not a time (inf)"),
+    ],
+    ids=["a-year-ahead", "nan", "infinite"],
+)
+def test_an_updated_time_ahead_or_not_finite_fails_naming_the_file(
+    tmp_path: Path, updated: str | None, says: str
+) -> None:
+    # Written for this test's own process, which is alive: only the time is wrong.
+    when = updated or repr(time.time() + 365 * 86400)
+    name = f"{os.getpid()}.json"
+    (tmp_path / name).write_text(
+        f'{{"pid": {os.getpid()}, "updated": {when}, "interval": 1, "live": true, "ready": true}}'
+    )
+    check = verdict(probe(tmp_path))
+    assert check["status"] == "fail"
+    assert f"{name}: " in check["message"] and says in check["message"]
+
+
+def test_an_updated_time_a_little_ahead_is_a_clock_difference(tmp_path: Path) -> None:
+    ahead = time.time() + 2  # within FUTURE_SKEW (5 s)
+    (tmp_path / f"{os.getpid()}.json").write_text(
+        f'{{"pid": {os.getpid()}, "updated": {ahead!r}, "interval": 10, "live": true}}'
+    )
+    assert verdict(probe(tmp_path))["status"] == "pass"

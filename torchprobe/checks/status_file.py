@@ -13,6 +13,7 @@ check, where an HTTP request would reach a random worker and flap.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from typing import Any
@@ -21,7 +22,14 @@ from ..base import Check, CheckFailed, Option, Outcome, failed, passed
 from ..options import choice, duration, text
 from ..statusdir import default_status_dir, pid_alive
 
-__all__ = ["StatusFileCheck"]
+__all__ = ["FUTURE_SKEW", "StatusFileCheck"]
+
+#: How far ahead of this clock a file's ``updated`` may be. The monitor and
+#: this check read the same kernel clock when they share a host (a pod's
+#: containers do), so only a file on a network share written by another
+#: host's clock can be ahead at all; a few seconds covers an NTP-kept clock.
+#: A file further ahead would otherwise look fresh until that time comes.
+FUTURE_SKEW = 5.0
 
 
 class StatusFileCheck(Check):
@@ -91,10 +99,19 @@ class StatusFileCheck(Check):
             pid = int(doc["pid"])
             updated = float(doc["updated"])
             interval = float(doc.get("interval") or 10.0)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, OverflowError) as exc:
             if isinstance(exc, FileNotFoundError):
                 return None, None  # its process removed it on a clean exit
             return None, f"{os.path.basename(path)}: unreadable ({type(exc).__name__})"
+        name = os.path.basename(path)
+        if not math.isfinite(updated):
+            return None, f"{name}: 'updated' is not a time ({doc['updated']!r})"
+        if not math.isfinite(interval) or interval <= 0:
+            return None, f"{name}: 'interval' is not a positive number of seconds ({interval!r})"
+        if updated > now + FUTURE_SKEW:
+            return None, (f"{name}: written {updated - now:.0f}s in the future (more than the "
+                          f"{FUTURE_SKEW:g}s two clocks may differ): its clock is wrong, or the "
+                          "file was not written by the monitor")  # fmt: skip
         age = max(0.0, now - updated)
         max_age = self.max_age or 3 * interval
         grace = self.grace or max_age
