@@ -336,6 +336,9 @@ def _fail(message: str) -> NoReturn:
 def main(argv: list[str] | None = None) -> NoReturn:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _interrupt)
+    from .scrub import install
+
+    install()  # every byte on stdout and stderr from here on passes the scrubber
     try:
         code = command.main(
             args=argv,

@@ -25,9 +25,10 @@ import threading
 import time
 from typing import Any
 
+from . import scrub
 from .base import Interrupted, Outcome, Status, UsageError
 from .plan import Planned, plan
-from .results import Result
+from .results import Result, distinct_names
 from .runner import execute
 
 __all__ = ["Interrupted", "Planned", "plan", "run"]
@@ -83,7 +84,9 @@ class _Run:
         results: list[Result] = []
         for p in self.planned:
             results.extend(p.results or ())
-        _scrub(results, [s for p in self.planned for s in p.occurrence.secrets])
+        for r, name in zip(results, distinct_names([(r.check, r.name) for r in results]),
+                           strict=True):  # fmt: skip
+            r.name = name
         return results
 
     # -- starting -------------------------------------------------------------
@@ -190,6 +193,9 @@ class _Run:
             p = self.by_index.get(event.get("index", -1))
             if kind == "usage":
                 raise UsageError(str(event.get("error")))
+            if kind == "secrets":  # found in the worker (a token file it read)
+                scrub.add_forms(event.get("forms") or ())
+                continue
             if p is None:
                 continue
             if kind == "valid":
@@ -197,6 +203,8 @@ class _Run:
                 if "name" in p.occurrence.shown:
                     p.occurrence.label = event.get("label") or p.occurrence.label
                 p.occurrence.secrets.extend(event.get("secrets") or ())
+                for secret in event.get("secrets") or ():
+                    scrub.register(secret)
                 p.timeout = float(event.get("timeout") or p.timeout)
             elif kind == "setup":
                 worker.current = p.index
@@ -305,28 +313,3 @@ def _secs(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     return f"{seconds:.3g}s"
-
-
-def _scrub(results: list[Result], secrets: list[str]) -> None:
-    """Belt and braces: no secret value appears anywhere in the output, even
-    where a check or an exception message echoed it."""
-    secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-    if not secrets:
-        return
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in secrets:
-                value = value.replace(secret, "***")
-            return value
-        if isinstance(value, dict):
-            return {clean(k): clean(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [clean(v) for v in value]
-        return value
-
-    for r in results:
-        r.message = clean(r.message)
-        r.details = clean(r.details)
-        r.error = clean(r.error)
-        r.options = clean(r.options)

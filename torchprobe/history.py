@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import datetime
 import io
-import json
 import os
 from collections.abc import Callable
 
+from .jsonout import dumps
 from .results import Report
+from .scrub import clean, clip
 
 __all__ = ["LOG_KEEP", "LOG_MAX_BYTES", "append_event", "append_log", "write_textfile"]
 
@@ -35,11 +36,11 @@ def _line(report: Report) -> str:
         "rounds": report.rounds,
         "checks": [
             {"check": r.check, "name": r.name, "status": r.status.value,
-             "message": r.message[:500], "duration": round(r.duration, 6)}
+             "message": clip(r.message, 500), "duration": round(r.duration, 6)}
             for r in report.results
         ],
     }  # fmt: skip
-    return json.dumps(record, default=str) + "\n"
+    return dumps(record) + "\n"
 
 
 def append_log(path: str, report: Report, note: Callable[[str], None]) -> None:
@@ -50,7 +51,7 @@ def append_log(path: str, report: Report, note: Callable[[str], None]) -> None:
 def append_event(path: str, event: str, message: str, note: Callable[[str], None]) -> None:
     """Append a line for something the probe did (a restart), beside the runs."""
     record = {"time": _now(), "event": event, "message": message}
-    _append(path, json.dumps(record) + "\n", note)
+    _append(path, dumps(record) + "\n", note)
 
 
 def _append(path: str, text: str, note: Callable[[str], None]) -> None:
@@ -58,7 +59,7 @@ def _append(path: str, text: str, note: Callable[[str], None]) -> None:
     the rotation."""
     import fcntl
 
-    line = text.encode()
+    line = clean(text).encode()  # the edge of this file: no secret past here
     try:
         with open(path, "ab") as fp:
             fcntl.flock(fp.fileno(), fcntl.LOCK_EX)
@@ -85,6 +86,6 @@ def write_textfile(path: str, report: Report, note: Callable[[str], None]) -> No
     buffer = io.StringIO()
     render_prometheus(report, buffer)
     try:
-        replace_atomically(path, buffer.getvalue())
+        replace_atomically(path, clean(buffer.getvalue()))
     except OSError as exc:
         note(f"torchprobe: cannot write the Prometheus textfile {path}: {exc.strerror or exc}")

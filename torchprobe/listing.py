@@ -110,7 +110,9 @@ def _describe_plugins(plugins: dict[str, str]) -> list[dict[str, Any]]:
 def render_list(found: list[dict[str, Any]], fp: TextIO, fmt: str) -> None:
     if fmt == "json":
         universal = [{"key": o.key, "type": o.type_name, "help": o.help} for o in UNIVERSAL]
-        json.dump({"universal_options": universal, "checks": found}, fp, indent=2)
+        from .jsonout import dumps
+
+        fp.write(dumps({"universal_options": universal, "checks": found}, indent=2))
         fp.write("\n")
         return
     out = ["Every check also takes: " + ", ".join(f"{o.key}= ({o.help})" for o in UNIVERSAL), ""]

@@ -92,15 +92,21 @@ def choice(*values: str) -> Callable[[str], str]:
     return parse
 
 
-def listof(item: Callable[[str], T]) -> Callable[[str], list[T]]:
-    """A ``|``-separated list: ``status=200|204``."""
+def listof(item: Callable[[str], T], *, unique: bool = False) -> Callable[[str], list[T]]:
+    """A ``|``-separated list: ``status=200|204``. With ``unique`` an item may
+    not be given twice (a device probed twice would be two identical lines)."""
 
     @_typed(f"{getattr(item, 'type_name', 'text')}[|...]")
     def parse(value: str) -> list[T]:
         parts = value.split("|")
         if any(not p.strip() for p in parts):
             raise ValueError(f"{value!r} has an empty item")
-        return [item(p.strip()) for p in parts]
+        items = [item(p.strip()) for p in parts]
+        if unique:
+            for index, one in enumerate(items):
+                if one in items[:index]:
+                    raise ValueError(f"{value!r} names {parts[index].strip()!r} twice")
+        return items
 
     return parse
 

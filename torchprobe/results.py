@@ -10,7 +10,7 @@ from typing import Any
 
 from .base import Status
 
-__all__ = ["Report", "Result"]
+__all__ = ["Report", "Result", "distinct_names"]
 
 
 class Result:
@@ -69,3 +69,25 @@ class Report:
     @property
     def exit_code(self) -> int:
         return 0 if self.healthy else 1
+
+
+def distinct_names(results: list[tuple[str, str]]) -> list[str]:
+    """The names of ``(check, name)`` pairs, a repeated name suffixed ``#2``, ``#3``...
+
+    Two lines with one name would be one series twice in Prometheus, which
+    Prometheus and node_exporter's textfile collector reject whole: a plugin
+    may return two outcomes with one target, and ``tensor:device=cpu|cpu``
+    probes cpu twice."""
+    taken = {name for _, name in results}
+    seen: set[str] = set()
+    out: list[str] = []
+    for _, name in results:
+        if name in seen:
+            n = 2
+            while f"{name}#{n}" in taken:
+                n += 1
+            name = f"{name}#{n}"
+            taken.add(name)
+        seen.add(name)
+        out.append(name)
+    return out

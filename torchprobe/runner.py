@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .base import Check, CheckFailed, CheckSkipped, Outcome, Status
+from .scrub import clip
 
 __all__ = ["capture", "describe_exception", "error_details", "execute", "normalize"]
 
@@ -35,7 +36,7 @@ def error_details(exc: BaseException) -> dict[str, Any]:
     return {
         "error_type": type(exc).__name__,
         "error_code": code if isinstance(code, int) and not isinstance(code, bool) else None,
-        "error": " ".join(str(exc).split())[:500],
+        "error": clip(str(exc), 500, squeeze=True),
     }
 
 

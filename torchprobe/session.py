@@ -108,12 +108,11 @@ def dry_run(source: Source, timeout: float, fmt: str, config: str | None,
         for p in planned
     ]  # fmt: skip
     if fmt == "json":
-        import json
+        from .jsonout import dumps
 
         document = {"source": source.origin, "config": path, "timeout": timeout, "format": fmt,
                     "checks": checks}  # fmt: skip
-        json.dump(document, fp, indent=2, default=str)
-        fp.write("\n")
+        fp.write(dumps(document, indent=2) + "\n")
         return
     lines = [f"checks from {source.origin}; run timeout {timeout:g}s; format {fmt}",
              f"config file: {path or 'none found'}"]  # fmt: skip

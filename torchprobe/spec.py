@@ -8,8 +8,8 @@ The syntax, fixed because users and HEALTHCHECK lines depend on it:
   ``\\,`` is a literal comma;
 - a repeatable option is repeated (``header=A: 1,header=B: 2``);
 - ``${NAME}`` is replaced by the environment variable NAME (``$${`` is a
-  literal ``${``), and a value that used one is a secret: it never appears in
-  any output.
+  literal ``${``), and what it read is a secret: the option shows ``***``,
+  and :mod:`torchprobe.scrub` masks the value wherever else it comes back.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 from .base import Option, UsageError
 from .options import duration, text
+from .scrub import register
 
 __all__ = ["Occurrence", "parse_occurrence", "split_name", "UNIVERSAL"]
 
@@ -90,17 +91,17 @@ def _pieces(rest: str, keys: Mapping[str, Option] | None) -> list[str]:
     return pieces
 
 
-def _expand(value: str, where: str, environ: Mapping[str, str]) -> tuple[str, bool]:
-    used = False
+def _expand(value: str, where: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
+    """The value with ``${NAME}`` replaced, and the values that replaced them."""
+    used: list[str] = []
 
     def replace(match: re.Match[str]) -> str:
-        nonlocal used
         if match.group(0) == "$${":
             return "${"
         variable = match.group(1)
         if not variable or variable not in environ:
             raise UsageError(f"{where}: environment variable {variable!r} is not set")
-        used = True
+        used.append(environ[variable])
         return environ[variable]
 
     return _ENV.sub(replace, value), used
@@ -127,7 +128,7 @@ def parse_occurrence(
         pieces: list[str] = []
     else:
         pieces = _pieces(rest, None if accept_any else declared)
-    collected: dict[str, list[tuple[str, bool]]] = {}
+    collected: dict[str, list[tuple[str, list[str]]]] = {}
     flexible: set[str] = set()
     for piece in pieces:
         key, eq, raw = piece.partition("=")
@@ -166,6 +167,8 @@ def parse_occurrence(
             shown_value, secrets = _redact(option, value, from_env)
             shown.append(shown_value)
             occurrence.secrets.extend(secrets)
+            for secret in secrets:
+                register(secret)
         if key == "name":
             occurrence.label = parsed[0]
         elif key == "timeout":
@@ -184,12 +187,17 @@ def parse_occurrence(
     return occurrence
 
 
-def _redact(option: Option, value: str, from_env: bool) -> tuple[str, list[str]]:
-    """What the output may show of a value, and the strings to scrub elsewhere."""
-    if from_env or option.secret is True:
-        return REDACTED, [value]
+def _redact(option: Option, value: str, from_env: list[str]) -> tuple[str, list[str]]:
+    """What the output may show of a value, and the secrets to scrub everywhere:
+    each value that came from ``${NAME}`` (not only the whole option: a URL's
+    query may come back in a redirect), and what the option's own redactor
+    names (a URL's password)."""
+    secrets = list(from_env)
+    shown = value
     redactor = getattr(option.parse, "redact", None)
     if redactor is not None:
-        shown, secrets = redactor(value)
-        return shown, list(secrets)
-    return value, []
+        shown, more = redactor(value)
+        secrets += more
+    if from_env or option.secret is True:
+        return REDACTED, [*secrets, value]
+    return shown, secrets

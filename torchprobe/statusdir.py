@@ -8,7 +8,6 @@ same way, so neither needs configuring in the common case.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from typing import Any
@@ -79,7 +78,9 @@ def write_atomically(path: str, document: dict[str, Any]) -> str | None:
     error as text instead of raising."""
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        replace_atomically(path, json.dumps(document, default=str))
+        from .jsonout import dumps
+
+        replace_atomically(path, dumps(document))
     except OSError as exc:
         return f"{type(exc).__name__}: {exc}"
     return None

@@ -7,7 +7,8 @@ never a fork, because a forked CUDA process is unusable and a hung native call
 Protocol: one JSON line in on stdin (the job); JSON lines out on the original
 stdout, one event each: ``usage`` (a bad option: the run stops), ``valid``
 (a plugin's options, parsed here because its code is imported only here),
-``setup``, ``start`` (the check's own timeout runs from here), ``result``.
+``setup``, ``start`` (the check's own timeout runs from here), ``result``, and
+``secrets`` (forms of a secret found here, for the scrubber of the output).
 Whatever the checks print goes to stderr, which the engine keeps for ``-v``.
 """
 
@@ -22,6 +23,7 @@ import threading
 import time
 from typing import IO, Any
 
+from . import scrub
 from .base import Check, UsageError
 from .plan import instantiate
 from .runner import capture, describe_exception, execute
@@ -57,11 +59,14 @@ def _watch_stdin() -> None:
 class _Channel:
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
+        self.lock = threading.Lock()  # a check's thread may send (a secret it found)
 
     def send(self, event: str, **fields: Any) -> None:
         fields["t"] = event
-        self.stream.write(json.dumps(fields, default=str) + "\n")
-        self.stream.flush()
+        line = json.dumps(fields, default=str) + "\n"
+        with self.lock:
+            self.stream.write(line)
+            self.stream.flush()
 
 
 def _load(item: dict[str, Any]) -> type[Check]:
@@ -131,6 +136,10 @@ def main() -> int:
     _die_with_parent(int(os.environ.get("TORCHPROBE_PARENT_PID", "0") or 0))
     faulthandler.enable()
     channel = _Channel(os.fdopen(os.dup(1), "w", encoding="utf-8"))
+    # A secret registered here (a token file read by a check) is sent home at
+    # once, before anything the check prints or returns can carry it, and
+    # even when the check is killed afterwards.
+    scrub.listen(lambda forms: channel.send("secrets", forms=forms))
     os.dup2(2, 1)
     job = json.loads(sys.stdin.readline())
     threading.Thread(target=_watch_stdin, daemon=True).start()

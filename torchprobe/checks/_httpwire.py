@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from ..scrub import clean, clip
 from .tcp import Deadline, WireError, connect, hostport
 
 if TYPE_CHECKING:
@@ -27,9 +28,11 @@ _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 def preview(data: bytes | bytearray, limit: int = 24) -> str:
-    """A short, quoted, printable view of untrusted bytes."""
-    shown = repr(bytes(data[:limit]).decode("latin-1"))
-    return shown[:-1] + "…" + shown[-1] if len(data) > limit else shown
+    """A short, quoted, printable view of untrusted bytes (secrets masked
+    before the cut, so a cut never leaves part of one)."""
+    text = clean(bytes(data).decode("latin-1"))
+    shown = repr(text[:limit])
+    return shown[:-1] + "…" + shown[-1] if len(text) > limit else shown
 
 
 def start_tls(
@@ -167,7 +170,7 @@ class _Reader:
                 raise self.error(f"invalid header line from {self.label}: {preview(line)}")
             if line:
                 headers.append((name_.decode("ascii"), value_.strip().decode("latin-1")))
-        reason = "".join(c for c in status.group(3) or "" if c.isprintable()).strip()[:80]
+        reason = clip("".join(c for c in status.group(3) or "" if c.isprintable()).strip(), 80)
         return Response(status.group(1), int(status.group(2)), reason, headers)
 
     def read_body(self, response: Response, method: str) -> tuple[bytes, bool]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..base import Check, CheckFailed, Option, Outcome, UsageError, passed
 from ..options import boolean, duration, text
+from ..scrub import clip
 from .http import _HeaderOption
 from .tcp import _address, hostport, seconds
 
@@ -311,5 +312,4 @@ def _detail(exc: Any) -> str:
         text_ = str(exc.details() or "")
     except Exception:
         text_ = ""
-    text_ = " ".join(text_.split())
-    return text_[:200] or _code(exc)
+    return clip(text_, 200, squeeze=True) or _code(exc)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..base import Check, CheckFailed, Option, Outcome, UsageError, passed
 from ..options import boolean, choice, text
+from ..scrub import clip, register_basic
 from ._httpwire import BODY_LIMIT
 from .tcp import Deadline, hostport, split_hostport
 
@@ -128,8 +129,12 @@ class _UrlOption:
         url = parse_url(value, self.schemes)
         if not url.userinfo:
             return url.shown, []
-        password = url.userinfo.partition(":")[2]
-        return url.shown, [s for s in (password, url.userinfo) if s]
+        user, _, password = url.userinfo.partition(":")
+        plain = _unquote(password).decode("utf-8", "replace")
+        # The Authorization header carries user:password in base64; a server
+        # that echoes its request headers sends it back.
+        register_basic(_unquote(user).decode("utf-8", "replace"), plain)
+        return url.shown, [s for s in (password, plain, url.userinfo) if s]
 
 
 class _HeaderOption:
@@ -314,7 +319,7 @@ class Reply:
             details["redirects"] = self.hops
         server = response.header("server")
         if server:
-            details["server"] = "".join(c for c in server if c.isprintable())[:100]
+            details["server"] = clip("".join(c for c in server if c.isprintable()), 100)
         return details
 
 
@@ -432,7 +437,7 @@ def _redirect_target(url: Url, location: str) -> tuple[Url | None, str]:
     try:
         following = parse_url(absolute)
     except ValueError:
-        return None, repr(_scrub(absolute)[:200])
+        return None, repr(clip(_scrub(absolute), 200))
     return following, following.shown
 
 
@@ -504,7 +509,7 @@ def json_mismatch(document: Any, path: Sequence[str], expected: str) -> str | No
     if json_equals(actual, expected):
         return None
     shown = json.dumps(actual, ensure_ascii=True)
-    shown = shown if len(shown) <= 60 else shown[:59] + "…"
+    shown = clip(shown, 60)
     return f"JSON {dotted} is {shown} (expected {expected!r})"
 
 

@@ -251,7 +251,7 @@ class NvmlCheck(Check):
     options = (
         Option(
             "device",
-            listof(_device_id),
+            listof(_device_id, unique=True),
             help="GPUs to check: NVML indexes, GPU-... or MIG-... UUIDs, |-separated "
             "(default: all). NVML ignores CUDA_VISIBLE_DEVICES: match torch's GPUs by UUID",
         ),

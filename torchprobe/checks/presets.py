@@ -13,6 +13,7 @@ from typing import Any
 
 from ..base import CheckFailed, Option, Outcome, UsageError
 from ..options import boolean, choice, text
+from ..scrub import clip
 from .http import Reply, Url
 from .server import Endpoint, ServerCheck, _BaseUrl, need, server_options
 
@@ -150,8 +151,8 @@ def _v2_metadata(check: ServerCheck, reply: Reply, document: Any) -> str | None:
         return None
     name, version = document.get("name"), document.get("version")
     if isinstance(name, str) and isinstance(version, str):
-        check.notes["server_version"] = f"{name} {version}"[:80]
-        return f"{name} {version}"[:80]
+        check.notes["server_version"] = clip(f"{name} {version}", 80)
+        return clip(f"{name} {version}", 80)
     return None
 
 
@@ -211,7 +212,7 @@ class Triton(_OpenInference):
 def _v1_ready(check: KServe, reply: Reply, document: Any) -> str:
     model = repr(check.model)
     ready = isinstance(document, dict) and document.get("ready") is True
-    shown = json.dumps(document.get("ready") if isinstance(document, dict) else document)[:40]
+    shown = clip(json.dumps(document.get("ready") if isinstance(document, dict) else document), 40)
     need(ready, f"model {model} not ready: GET /v1/models/{check.model} says ready={shown}")
     return f"model {model} ready"
 
@@ -340,7 +341,7 @@ def _tgi_info(check: TGI, reply: Reply, document: Any) -> str:
     model = info.get("model_id")
     version = info.get("version")
     if isinstance(version, str):
-        check.notes["server_version"] = version[:40]
+        check.notes["server_version"] = clip(version, 40)
     listed = [str(model)] if model else []
     check.notes["models"] = listed
     return _served(check, listed, "/info")
@@ -465,7 +466,7 @@ def _ray_applications(check: RayServe, reply: Reply, document: Any) -> str:
     bad = [(n, a) for n, a in found if a.get("status") != "RUNNING"]
     if bad:
         name, app = bad[0]
-        why = " ".join(str(app.get("message") or "").split())[:160]
+        why = clip(str(app.get("message") or ""), 160, squeeze=True)
         cause = _ray_deployment_cause(app)
         raise CheckFailed(
             f"application {name!r} is {app.get('status', '?')}"
@@ -484,7 +485,7 @@ def _ray_deployment_cause(app: dict[str, Any]) -> str:
             continue
         lines = [line.strip() for line in str(deployment.get("message") or "").splitlines()]
         last = next((line for line in reversed(lines) if line), "")
-        return f"{name}: {last[:160]}" if last else ""
+        return f"{name}: {clip(last, 160)}" if last else ""
     return ""
 
 

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 from ..base import Check, CheckFailed, Option, Outcome, passed
 from ..options import boolean, choice, text
+from ..scrub import clean, register
 from ._httpwire import BODY_LIMIT
 from .http import (
     Reply,
@@ -151,7 +152,6 @@ class ServerCheck(Check):
         if not hasattr(self, "model"):
             self.model: str | None = None
         self.notes: dict[str, Any] = {}
-        self._secrets: list[str] = []
 
     # -- what a preset may override ------------------------------------------------
 
@@ -204,11 +204,11 @@ class ServerCheck(Check):
         except CheckFailed as exc:
             exc.details = {**details, "endpoints": answers, **self.notes, **exc.details}
             exc.details["elapsed_ms"] = round((time.monotonic() - start) * 1000, 1)
-            raise self._redacted(exc) from None
+            raise
         elapsed = round((time.monotonic() - start) * 1000, 1)
         details.update(endpoints=answers, **self.notes, elapsed_ms=elapsed)
         message = f"{self.mode}: {', '.join(seen)} in {elapsed:.0f} ms"
-        return passed(self._redact(message), **details)
+        return passed(message, **details)
 
     def _given(self, option: str) -> bool:
         return bool(getattr(self, option.replace("-", "_"), None))
@@ -310,31 +310,15 @@ class ServerCheck(Check):
     # -- secrets read at run time (token files) ------------------------------------
 
     def add_secret(self, value: str) -> str:
-        if value and value not in self._secrets:
-            self._secrets.append(value)
+        """A secret this check read (a token file's key): masked in every output."""
+        register(value)
         return value
-
-    def _redact(self, value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in self._secrets:
-                value = value.replace(secret, "***")
-            return value
-        if isinstance(value, dict):
-            return {k: self._redact(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._redact(v) for v in value]
-        return value
-
-    def _redacted(self, exc: CheckFailed) -> CheckFailed:
-        if not self._secrets:
-            return exc
-        return CheckFailed(self._redact(exc.message), **self._redact(exc.details))
 
 
 def _quote_body(reply: Reply, limit: int = 120) -> str:
     """A short, one-line, printable view of the answer's body, or nothing."""
     raw = reply.response.body[: limit * 4].decode("utf-8", "replace")
-    shown = re.sub(r"\s+", " ", "".join(c if c.isprintable() else " " for c in raw)).strip()
+    shown = re.sub(r"\s+", " ", "".join(c if c.isprintable() else " " for c in clean(raw))).strip()
     if not shown:
         return ""
     if len(shown) > limit or reply.response.truncated:

@@ -23,7 +23,7 @@ class TensorCheck(Check):
     name = "tensor"
     description = "allocate a tiny tensor on each device, compute, synchronise and verify"
     options = (
-        Option("device", listof(text), default=None,
+        Option("device", listof(text, unique=True), default=None,
                help="cuda, cuda:N, cpu, or another torch device type, |-separated; "
                     "default: every visible CUDA device"),
     )  # fmt: skip

@@ -26,7 +26,9 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from .. import __version__
-from ..renderers.prometheus import _escape
+from ..jsonout import dumps
+from ..renderers.prometheus import label_set, sample
+from ..results import distinct_names
 from ..statusdir import pid_alive
 
 if TYPE_CHECKING:
@@ -139,8 +141,11 @@ def families(states: Sequence[dict[str, Any]], by_pid: bool) -> list[Family]:
         add("torchprobe_live", bool(state.get("live")))
         add("torchprobe_ready", bool(state.get("ready")))
         add("torchprobe_sticky_error", state.get("sticky") is not None)
-        for check in state.get("checks") or []:
-            names = (str(check.get("check")), str(check.get("name")))
+        checks = state.get("checks") or []
+        # One series each, even where a status file names two checks alike.
+        shown = distinct_names([(str(c.get("check")), str(c.get("name"))) for c in checks])
+        for check, name in zip(checks, shown, strict=True):
+            names = (str(check.get("check")), name)
             if check.get("status") in ("pass", "fail"):
                 add("torchprobe_check_up", check["status"] == "pass", *names)
             add("torchprobe_check_duration_seconds", check.get("duration") or 0.0, *names)
@@ -164,9 +169,9 @@ def render_text(fams: Iterable[Family]) -> str:
     for fam in fams:
         lines += [f"# HELP {fam.name} {fam.help}", f"# TYPE {fam.name} gauge"]
         for values, value in fam.samples:
-            inner = ",".join(f'{k}="{_escape(v)}"' for k, v in zip(fam.labels, values, strict=True))
-            shown = str(int(value)) if value.is_integer() else repr(value)
-            lines.append(f"{fam.name}{{{inner}}} {shown}" if inner else f"{fam.name} {shown}")
+            pairs = list(zip(fam.labels, values, strict=True))
+            labels = label_set(pairs) if pairs else ""
+            lines.append(f"{fam.name}{labels} {sample(value)}")
     return "\n".join(lines) + "\n"
 
 
@@ -297,7 +302,7 @@ class Endpoints:
 
     def _answer(self, kind: Kind) -> Answer:
         status, document = health_document(self.monitor.state(), kind)
-        body = json.dumps(document, default=str, separators=(",", ":")) + "\n"
+        body = dumps(document, separators=(",", ":")) + "\n"
         return Answer(status, body.encode(), JSON_TYPE)
 
     def metrics(self, accept: str | None = None) -> Answer:

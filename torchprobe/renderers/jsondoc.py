@@ -3,16 +3,18 @@
 Stability policy: ``schema_version`` is an integer. Within one version, keys
 are only ever added, never removed, renamed or changed in meaning; a change
 that would break a reader bumps it. ``details`` of each check is free-form
-per check type and documented with the check.
+per check type and documented with the check. A value JSON cannot hold (a
+NaN or infinite float) is ``null``; see :mod:`torchprobe.jsonout`.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any, TextIO
 
 from ..base import Status
+from ..jsonout import dumps
 from ..results import Report
+from ..scrub import clip
 
 __all__ = ["SCHEMA_VERSION", "render_json", "report_dict"]
 
@@ -30,13 +32,13 @@ def report_dict(report: Report, *, verbose: bool = False) -> dict[str, Any]:
             "check": r.check,
             "name": r.name,
             "status": r.status.value,
-            "message": _cut(r.message, MAX_MESSAGE),
+            "message": clip(r.message, MAX_MESSAGE),
             "duration": round(r.duration, 6),
             "options": r.options,
             "details": r.details,
         }
         if verbose and r.error:
-            entry["error"] = r.error[-MAX_ERROR:]
+            entry["error"] = clip(r.error, MAX_ERROR, tail=True)
         checks.append(entry)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -56,9 +58,4 @@ def report_dict(report: Report, *, verbose: bool = False) -> dict[str, Any]:
 
 
 def render_json(report: Report, fp: TextIO, *, verbose: bool = False) -> None:
-    json.dump(report_dict(report, verbose=verbose), fp, indent=2, default=str)
-    fp.write("\n")
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    fp.write(dumps(report_dict(report, verbose=verbose), indent=2) + "\n")

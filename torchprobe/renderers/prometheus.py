@@ -3,28 +3,55 @@
 Labels are ``check`` (the check's type) and ``name`` (the occurrence), never
 ``instance`` or ``job``, which Prometheus sets itself when it scrapes. Meant
 for node_exporter's textfile collector or any scraper of a file.
+
+Every series is written once: both reject a file that repeats one. Results
+already have distinct names (see :func:`torchprobe.results.distinct_names`);
+a name that a secret's mask makes equal to another gets a ``#N`` here.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TextIO
 
 from ..base import Status
-from ..results import Report
+from ..results import Report, distinct_names
+from ..scrub import clean
 
-__all__ = ["render_prometheus"]
+__all__ = ["label_set", "render_prometheus", "sample"]
 
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def label_set(pairs: dict[str, str] | list[tuple[str, str]]) -> str:
+    """``{k="v",...}`` with each value scrubbed of secrets and escaped."""
+    items = pairs.items() if isinstance(pairs, dict) else pairs
+    return "{" + ",".join(f'{k}="{_escape(clean(v))}"' for k, v in items) + "}"
+
+
 def _labels(**labels: str) -> str:
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-    return "{" + inner + "}"
+    return label_set(labels)
+
+
+def sample(value: float) -> str:
+    """A sample value as the exposition format spells it (``NaN``, ``+Inf``).
+
+    A figure whose digits happen to spell a secret is written as ``NaN``: the
+    mask at the output's edge would otherwise leave ``***`` where a number
+    must be."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    shown = str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+    return shown if clean(shown) == shown else "NaN"
 
 
 def render_prometheus(report: Report, fp: TextIO) -> None:
+    names = distinct_names([(r.check, clean(r.name)) for r in report.results])
+    results = list(zip(report.results, names, strict=True))
     lines = [
         "# HELP torchprobe_up Whether the whole run was healthy (1) or not (0).",
         "# TYPE torchprobe_up gauge",
@@ -34,29 +61,29 @@ def render_prometheus(report: Report, fp: TextIO) -> None:
         f"torchprobe_info{_labels(version=report.version)} 1",
         "# HELP torchprobe_run_duration_seconds Wall time of the whole run.",
         "# TYPE torchprobe_run_duration_seconds gauge",
-        f"torchprobe_run_duration_seconds {report.duration:.6f}",
+        f"torchprobe_run_duration_seconds {sample(round(report.duration, 6))}",
         "# HELP torchprobe_check_up Whether a check passed (1) or failed (0); "
         "skipped checks are absent.",
         "# TYPE torchprobe_check_up gauge",
     ]
-    for r in report.results:
+    for r, name in results:
         if r.status is not Status.SKIP:
             up = 1 if r.status is Status.PASS else 0
-            lines.append(f"torchprobe_check_up{_labels(check=r.check, name=r.name)} {up}")
+            lines.append(f"torchprobe_check_up{_labels(check=r.check, name=name)} {up}")
     lines += [
         "# HELP torchprobe_check_status The status of each check, one series per status.",
         "# TYPE torchprobe_check_status gauge",
     ]
-    for r in report.results:
+    for r, name in results:
         for status in Status:
             value = 1 if r.status is status else 0
-            labels = _labels(check=r.check, name=r.name, status=status.value)
+            labels = _labels(check=r.check, name=name, status=status.value)
             lines.append(f"torchprobe_check_status{labels} {value}")
     lines += [
         "# HELP torchprobe_check_duration_seconds Wall time of each check.",
         "# TYPE torchprobe_check_duration_seconds gauge",
     ]
-    for r in report.results:
-        labels = _labels(check=r.check, name=r.name)
-        lines.append(f"torchprobe_check_duration_seconds{labels} {r.duration:.6f}")
+    for r, name in results:
+        labels = _labels(check=r.check, name=name)
+        lines.append(f"torchprobe_check_duration_seconds{labels} {sample(round(r.duration, 6))}")
     fp.write("\n".join(lines) + "\n")

@@ -8,10 +8,12 @@ ones — the summary line is never dropped.
 
 from __future__ import annotations
 
+import math
 from typing import Any, TextIO
 
 from ..base import Status
 from ..results import Report, Result
+from ..scrub import clip
 
 __all__ = ["LIMIT", "render_text", "format_text", "format_duration"]
 
@@ -47,13 +49,24 @@ def _summary(report: Report) -> str:
 
 
 def _cut(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+    return clip(text, limit, squeeze=True)
+
+
+def _shown(value: Any) -> Any:
+    """A value as a line shows it: a NaN or infinite float (which JSON writes
+    as null) says "not a number"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "not a number"
+    if isinstance(value, dict):
+        return {k: _shown(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_shown(v) for v in value]
+    return value
 
 
 def _detail_lines(details: dict[str, Any], options: dict[str, Any]) -> list[str]:
-    lines = [f"{k}: {v}" for k, v in options.items()]
-    lines += [f"{k}: {v}" for k, v in details.items()]
+    lines = [f"{k}: {_shown(v)}" for k, v in options.items()]
+    lines += [f"{k}: {_shown(v)}" for k, v in details.items()]
     return lines
 
 

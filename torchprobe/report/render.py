@@ -9,10 +9,10 @@ only ever added, never removed or changed in meaning.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from ..jsonout import dumps
 from .hints import Problem
 
 __all__ = ["SCHEMA_VERSION", "render_json", "render_text"]
@@ -28,8 +28,7 @@ def render_json(document: dict[str, Any], problems: Sequence[Problem], fp: TextI
         **document,
         "problems": [p._asdict() for p in problems],
     }
-    json.dump(out, fp, indent=2, default=str)
-    fp.write("\n")
+    fp.write(dumps(out, indent=2) + "\n")
 
 
 def render_text(document: dict[str, Any], problems: Sequence[Problem], fp: TextIO) -> None:
