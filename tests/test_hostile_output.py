@@ -19,9 +19,13 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 from conftest import Run, clean_env, require, run_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from servers import Request, http_server, reply
 
 SECRET = "s3cr3tTOKENvalue"
+#: Shorter values are not searched for in other text (see torchprobe.scrub).
+MIN_LENGTH = 6
 PASSWORD = "pa55:w0rd/&+ x"  # needs percent-encoding in a URL, and a space
 
 
@@ -289,3 +293,27 @@ def test_the_in_process_metrics_are_strict() -> None:
     series = strict_prometheus(render_text(families([state], by_pid=True)))
     up = [dict(labels)["name"] for name, labels in series if name == "torchprobe_check_up"]
     assert up == ["cuda", "cuda#2"]
+
+
+# Any text an environment variable can hold: no NUL (execve cannot pass one),
+# no surrogates (not encodable in the UTF-8 of argv and the environment).
+env_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",),
+                                          blacklist_characters="\x00"),
+                   min_size=MIN_LENGTH, max_size=24)  # fmt: skip
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(secret=env_text, where=st.sampled_from(["header=X-Key: ${S}", "url=http://127.0.0.1:9/?q=${S}",
+                                                "name=${S}"]))  # fmt: skip
+def test_a_random_secret_never_reaches_any_output(secret: str, where: str) -> None:
+    """Random secrets in random places: valid or not, the value is never
+    printed, and the JSON still parses strictly."""
+    check = (
+        "http:url=http://127.0.0.1:9/," + where if not where.startswith("url") else f"http:{where}"
+    )
+    for fmt in ("text", "json"):
+        result = run_cli("--dry-run", "--format", fmt, check, env=clean_env(S=secret), timeout=30)
+        clean_run(result)
+        if result.rc == 0 and fmt == "json":
+            strict_json(result.stdout)
+        assert_hidden([result.stdout, result.stderr], secret)

@@ -21,7 +21,9 @@ searched for in other text: ``${PORT}=8080`` or ``${N}=1`` would otherwise
 rewrite every duration, count and port number that happens to contain it,
 and break the JSON and Prometheus syntax those numbers are part of. No JSON
 literal or Prometheus keyword (``true``, ``false``, ``null``, ``NaN``,
-``+Inf``, ``HELP``, ``TYPE``, ``gauge``) is that long either.
+``+Inf``, ``HELP``, ``TYPE``, ``gauge``) is that long either, nor any port
+number. A longer secret is masked even where it spells torchprobe's own
+words: secrecy first, even over a metric name the mask then breaks.
 """
 
 from __future__ import annotations
