@@ -183,7 +183,9 @@ class Stream:
     def __init__(self, target: TextIO) -> None:
         self.target = target
         self._held: list[str] = []
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler that writes a line may run while the
+        # interrupted code is inside write() or flush() of the same stream.
+        self._lock = threading.RLock()
 
     @property
     def encoding(self) -> str:
