@@ -18,13 +18,13 @@ plain run. A user's profile of a built-in name replaces the built-in one.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Mapping
 from typing import Any
 
 from .base import UsageError
 from .options import duration
+from .spec import format_check
 
 __all__ = ["BUILTIN_PROFILES", "Profile", "find_config", "load_profile", "validate_config"]
 
@@ -198,16 +198,20 @@ def _token(entry: Any, fail: Any) -> str:
 
     cls = builtin(name)
     repeatable = {o.key for o in cls.options if o.repeatable} if cls is not None else set()
-    options = []
+    options: list[tuple[str, str]] = []
     for key, value in entry.items():
         if key == "check":
             continue
         if key in repeatable and isinstance(value, list):
             # header = ["A: 1", "B: 2"] is the option given twice, not a |-list.
-            options += [f"{key}={_value(v, key, fail)}" for v in value]
+            options += [(key, _value(v, key, fail)) for v in value]
         else:
-            options.append(f"{key}={_value(value, key, fail)}")
-    return f"{name}:{','.join(options)}" if options else name
+            options.append((key, _value(value, key, fail)))
+    try:
+        # Written so that each value reads back as given (${NAME} still expands).
+        return format_check(name, options, expand=True)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
 
 
 def _value(value: Any, key: str, fail: Any) -> str:
@@ -219,8 +223,7 @@ def _value(value: Any, key: str, fail: Any) -> str:
         text = "|".join(str(v) for v in value)
     else:
         raise fail(f"option {key!r}: a string, number, boolean or list of them")
-    # A comma inside a value must not start another option.
-    return re.sub(r",", r"\\,", text)
+    return text
 
 
 def validate_config(path: str) -> None:
