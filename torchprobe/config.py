@@ -84,13 +84,16 @@ def _read(path: str) -> dict[str, Any]:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # tomllib decodes the whole file as UTF-8 first
+        raise UsageError(f"{path}: invalid TOML: not UTF-8 text (byte {exc.start + 1} is "
+                         f"0x{exc.object[exc.start]:02x})") from None  # fmt: skip
     return data
 
 
 def _line_of(path: str, *needles: str) -> str:
     """' (line N)' for the first line holding every needle, where there is one."""
     try:
-        with open(path, encoding="utf-8") as fp:
+        with open(path, encoding="utf-8", errors="replace") as fp:
             for number, line in enumerate(fp, 1):
                 if all(n in line for n in needles):
                     return f" (line {number})"

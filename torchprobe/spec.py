@@ -188,6 +188,18 @@ def format_check(check: str, options: Iterable[tuple[str, str]], *, expand: bool
     return f"{check}:{','.join(written)}" if written else check
 
 
+def _require_utf8(value: str, where: str) -> None:
+    """Bytes that are not UTF-8 reach Python as lone surrogates (argv and the
+    environment are decoded with surrogateescape); no check can send, print
+    or store them, so they are refused here, by position."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(value[exc.start])
+        what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+        raise UsageError(f"{where}: not UTF-8 text ({what} at character {exc.start + 1})") from None
+
+
 def _expand(value: str, where: str, environ: Mapping[str, str]) -> tuple[str, bool]:
     used = False
 
@@ -244,6 +256,7 @@ def parse_occurrence(
         if key in collected and not option.repeatable:
             raise UsageError(f"check {check!r}: option {key!r} given more than once")
         value, from_env = _expand(raw, f"check {check!r}: option {key!r}", environ)
+        _require_utf8(value, f"check {check!r}: option {key!r}")
         collected.setdefault(key, []).append((value, from_env))
 
     for key, option in declared.items():
