@@ -122,6 +122,12 @@ def test_a_400_digit_duration_is_a_usage_error(args: list[str]) -> None:
     assert HUGE not in line  # the message stays one short line
 
 
+def test_a_huge_bad_value_gives_a_short_message() -> None:
+    line = assert_usage_error(run_cli("http:url=" + "()" * 60000))
+    assert line.startswith("torchprobe: error: check 'http': option 'url': ")
+    assert len(line) < 500 and line.endswith(" characters)")
+
+
 def test_a_duration_in_exponent_form_is_a_usage_error() -> None:
     assert_usage_error(run_cli("--timeout", "1e400", "tcp:address=127.0.0.1:1"), "not a duration")
 

@@ -37,6 +37,8 @@ __all__ = [
 ]  # fmt: skip
 
 REDACTED = "***"
+#: The longest reason a usage error quotes from an option's parser: one line to read.
+_LONGEST_REASON = 300
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ANY_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]*=")
 _OPENERS = {"{": "}", "[": "]", "(": ")"}
@@ -272,6 +274,8 @@ def parse_occurrence(
                 parsed.append(option.parse(value))
             except ValueError as exc:
                 reason = str(exc)
+                if len(reason) > _LONGEST_REASON:  # a hostile value can be 128 KiB long
+                    reason = f"{reason[:_LONGEST_REASON]}... ({len(reason)} characters)"
                 if from_env or option.secret:
                     reason = "invalid value (hidden: it is a secret)"
                 raise UsageError(f"check {check!r}: option {key!r}: {reason}") from None
