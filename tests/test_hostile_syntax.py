@@ -5,7 +5,9 @@ traceback, never "internal error"."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +206,20 @@ def test_a_bad_tensor_device_is_refused_before_torch_is_imported(device: str, ne
                 if line.startswith("import time:")}  # fmt: skip
     assert "torchprobe.cli" in imported  # the measurement saw the command's imports
     assert not imported & {"torch", "pynvml"}
+
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def test_the_readmes_option_syntax_examples_are_valid() -> None:
+    text = README.read_text()
+    section = text[text.index("### Checks and their options") : text.index("**Which checks run**")]
+    spans = [s.strip("'") for s in re.findall(r"`([^`\n]+)`", section)]
+    whole = [s for s in spans if re.match(r"(http|tensor):\w+=", s) and "..." not in s]
+    options = [s for s in spans if re.fullmatch(r"(url|contains|status|header)=.+", s)]
+    assert len(whole) >= 2 and len(options) >= 6  # the section still holds its examples
+    tokens = [*whole, *(f"http:url=http://127.0.0.1:1/,{o}" for o in options if o[:4] != "url=")]
+    tokens += [f"http:{o}" for o in options if o.startswith("url=")]
+    run = run_cli("--dry-run", "--format", "json", *tokens)
+    assert run.rc == 0, run.stderr
+    assert len(json.loads(run.stdout)["checks"]) == len(tokens)
