@@ -185,3 +185,21 @@ checks = [
     assert run.rc == 0, run.stderr
     options = json.loads(run.stdout)["checks"][0]["options"]
     assert options == {"url": "http://127.0.0.1:1/q?a=1,b=[2,c=3", "contains": 'say "x,y=1'}
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("# x marks the spot\n[profiles.a]\nchecks = ['ok']\n\n[x]\ny = 1\n", "key 'x' (line 5)"),
+        ("# the x\nx = 1\n", "unknown key 'x' (line 2)"),
+        ("[profiles]\n# a = 1 would be wrong\na = 1\n", "profiles.a must be a table (line 3)"),
+        ('[profiles.b]\nchecks = ["ok"]\n\n[profiles.a]\nchecks = ["ok"]\ntimout = 1\n',
+         "profiles.a.timout (line 6): unknown key"),
+    ],
+)  # fmt: skip
+def test_file_level_errors_name_the_line_not_the_first_mention(
+    tmp_path: Path, text: str, needle: str
+) -> None:
+    config = write(tmp_path, text)
+    line = one_error(run_cli("--config", str(config), "--profile", "a"))
+    assert needle in line, line

@@ -90,18 +90,6 @@ def _read(path: str) -> dict[str, Any]:
     return data
 
 
-def _line_of(path: str, *needles: str) -> str:
-    """' (line N)' for the first line holding every needle, where there is one."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fp:
-            for number, line in enumerate(fp, 1):
-                if all(n in line for n in needles):
-                    return f" (line {number})"
-    except OSError:
-        pass
-    return ""
-
-
 Tables = dict[str, tuple[dict[str, Any], str]]
 
 
@@ -110,17 +98,19 @@ def _tables(path: str | None) -> Tables:
     tables: Tables = {k: (v, "built-in") for k, v in BUILTIN_PROFILES.items()}
     if path is None:
         return tables
+    from .tomllines import Lines
+
     data = _read(path)
     for key in data:
         if key != "profiles":
-            raise UsageError(f"{path}: unknown key {key!r}{_line_of(path, key)} "
+            raise UsageError(f"{path}: unknown key {key!r}{Lines(path).top(key)} "
                              "(the file holds [profiles.NAME] tables)")  # fmt: skip
     profiles = data.get("profiles", {})
     if not isinstance(profiles, dict):
         raise UsageError(f"{path}: 'profiles' must be a table of tables")
     for key, table in profiles.items():
         if not isinstance(table, dict):
-            raise UsageError(f"{path}: profiles.{key} must be a table{_line_of(path, key)}")
+            raise UsageError(f"{path}: profiles.{key} must be a table{Lines(path).member(key)}")
         tables[key] = (table, path)
     return tables
 

@@ -1,10 +1,11 @@
 """Where a profile's keys and check entries are in its TOML file, for messages.
 
 tomllib gives values, not positions; this reads the text just far enough to
-name the line: the ``[profiles.NAME]`` table, a ``KEY =`` inside it, and the
-N-th entry of its ``checks`` array (strings and inline tables, over lines).
-A layout it does not know (dotted keys, ``[profiles]`` with inline tables)
-gives no line rather than a wrong one.
+name the line: a top-level key, a ``profiles.NAME`` that is not a table, the
+``[profiles.NAME]`` table, a ``KEY =`` inside it, and the N-th entry of its
+``checks`` array (strings and inline tables, over lines). A layout it does
+not know (a profile written as dotted keys) gives no line rather than a
+wrong one.
 """
 
 from __future__ import annotations
@@ -26,9 +27,32 @@ class Lines:
         except OSError:
             self.lines = []
 
+    def top(self, key: str) -> str:
+        """' (line N)' where top-level ``key`` is set or its table opens, or ''."""
+        name = _name(key)
+        assigned = re.compile(rf"^\s*{name}\s*[=.]")
+        opened = re.compile(rf"^\s*\[\[?\s*{name}\s*[\].]")
+        in_table = False
+        for number, line in enumerate(self.lines):
+            if opened.match(line) or (not in_table and assigned.match(line)):
+                return f" (line {number + 1})"
+            in_table = in_table or bool(_HEADER.match(line))
+        return ""
+
+    def member(self, profile: str) -> str:
+        """' (line N)' where ``profiles.PROFILE`` is set to a value, or ''."""
+        name = _name(profile)
+        dotted = re.compile(rf"^\s*{_name('profiles')}\s*\.\s*{name}\s*=")
+        in_profiles = False
+        for number, line in enumerate(self.lines):
+            if _HEADER.match(line):
+                in_profiles = re.match(rf"^\s*\[\s*{_name('profiles')}\s*\]", line) is not None
+            elif dotted.match(line) or (in_profiles and re.match(rf"^\s*{name}\s*=", line)):
+                return f" (line {number + 1})"
+        return ""
+
     def _table(self, profile: str) -> tuple[int, int] | None:
-        name = re.escape(profile)
-        start = re.compile(rf"""^\s*\[\s*profiles\s*\.\s*(?:{name}|"{name}"|'{name}')\s*\]""")
+        start = re.compile(rf"^\s*\[\s*profiles\s*\.\s*{_name(profile)}\s*\]")
         for number, line in enumerate(self.lines):
             if start.match(line):
                 end = number + 1
@@ -41,8 +65,7 @@ class Lines:
         found = self._table(profile)
         if found is None:
             return None
-        name = re.escape(key)
-        pattern = re.compile(rf"""^\s*(?:{name}|"{name}"|'{name}')\s*=""")
+        pattern = re.compile(rf"^\s*{_name(key)}\s*=")
         for number in range(found[0] + 1, found[1]):
             if pattern.match(self.lines[number]):
                 return number
@@ -65,6 +88,12 @@ class Lines:
             if seen == index:
                 return f" (line {line + text.count(chr(10), 0, at)})"
         return ""
+
+
+def _name(key: str) -> str:
+    """A regex for ``key`` as TOML writes it: bare, "quoted" or 'literal'."""
+    name = re.escape(key)
+    return f"""(?:{name}|"{name}"|'{name}')"""
 
 
 def _elements(text: str, start: int) -> list[tuple[int, int]]:
