@@ -186,6 +186,21 @@ def test_a_closed_stdin_changes_nothing() -> None:
     assert "FAIL  tcp" in done.stdout and done.stderr == ""
 
 
+def imports_of(*args: str) -> set[str]:
+    """The modules the command imports for these arguments (python -X importtime)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "torchprobe", *args],
+        capture_output=True, text=True, env=clean_env(), timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:")}  # fmt: skip
+    assert "torchprobe.cli" in imported  # the measurement saw the command's imports
+    return imported
+
+
+HEAVY = {"torch", "pynvml", "grpc", "prometheus_client"}
+
+
 @pytest.mark.parametrize(
     ("device", "needle"),
     [
@@ -198,14 +213,21 @@ def test_a_closed_stdin_changes_nothing() -> None:
 def test_a_bad_tensor_device_is_refused_before_torch_is_imported(device: str, needle: str) -> None:
     run = run_cli(f"tensor:device={device}")
     assert_usage_error(run, "check 'tensor': option 'device'", needle)
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "torchprobe", f"tensor:device={device}"],
-        capture_output=True, text=True, env=clean_env(), timeout=60, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
-                if line.startswith("import time:")}  # fmt: skip
-    assert "torchprobe.cli" in imported  # the measurement saw the command's imports
-    assert not imported & {"torch", "pynvml"}
+    assert not imports_of(f"tensor:device={device}") & HEAVY
+
+
+@pytest.mark.parametrize(
+    ("argument", "needle"),
+    [
+        ("nvml:device=x", "check 'nvml': option 'device'"),
+        ("cuda:min-devices=-1", "check 'cuda': option 'min-devices'"),
+        ("grpc:address=127.0.0.1:1,ca-file=/x", "check 'grpc': ca-file= needs tls=true"),
+        ("status-file:mode=bogus", "check 'status-file': option 'mode'"),
+    ],
+)
+def test_every_built_in_option_is_refused_before_a_heavy_import(argument: str, needle: str) -> None:
+    assert_usage_error(run_cli(argument), needle)
+    assert not imports_of(argument) & HEAVY
 
 
 README = Path(__file__).parent.parent / "README.md"
