@@ -208,6 +208,8 @@ def test_name_and_timeout_are_accepted_by_every_check() -> None:
     assert occ.timeout == pytest.approx(0.5)
     with pytest.raises(UsageError, match="option 'name'"):
         parse("http:name=two words")
+    with pytest.raises(UsageError, match="option 'name': '' may hold only"):
+        parse("http:url=u,name=")
 
 
 def test_accept_any_takes_undeclared_keys_as_text() -> None:

@@ -292,7 +292,7 @@ def parse_occurrence(
             occurrence.shown[key] = shown if many else shown[0]
             continue
         occurrence.shown[key] = shown[0]
-    if occurrence.label and not _NAME.match(occurrence.label):
+    if not _NAME.match(occurrence.label):  # an empty name= too
         raise UsageError(
             f"check {check!r}: option 'name': {occurrence.label!r} may hold only "
             "letters, digits, '_', '.' and '-'"
