@@ -24,7 +24,6 @@ The syntax (revised in 0.2.0, so that a misspelt key can never pass silently):
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -147,6 +146,8 @@ def _pieces(check: str, rest: str, keys: Mapping[str, Option] | None) -> list[st
 
 
 def _suggest(key: str, keys: Iterable[str]) -> str:
+    import difflib  # only on the way to a usage error: a run's start-up never pays for it
+
     close = difflib.get_close_matches(key, list(keys), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -4,7 +4,6 @@ stays light. Runs in the ``torch`` worker process."""
 
 from __future__ import annotations
 
-import difflib
 import re
 import time
 from typing import Any
@@ -33,6 +32,8 @@ def _device(value: str) -> str:
     """A torch device string, checked here without importing torch."""
     kind = value.partition(":")[0]
     if kind not in DEVICE_TYPES:
+        import difflib  # only on the way to a usage error
+
         close = difflib.get_close_matches(kind.lower(), (*DEVICE_TYPES, "gpu"), n=1)
         hint = ("cuda" if close[0] == "gpu" else close[0]) if close else None
         suggestion = f" (did you mean {hint!r}?)" if hint else ""
