@@ -42,7 +42,7 @@ def duration(value: str) -> float:
         raise ValueError(f"{_short(value)} is not a duration (e.g. 2, 2.5, 500ms, 2s, 1m)")
     seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if seconds <= 0:
-        raise ValueError(f"{value!r}: a duration must be greater than zero")
+        raise ValueError(f"{_short(value)}: a duration must be greater than zero")
     if not seconds <= MAX_DURATION:  # 400 digits read as inf
         raise ValueError(f"{_short(value)}: a duration is at most {MAX_DURATION:g}s (a day)")
     return seconds
