@@ -17,6 +17,13 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests judge behaviour, never speed: these machines are shared, and a
+# hypothesis deadline (200 ms by default) fails an example that merely ran on
+# a loaded core. Every test module inherits this profile.
+settings.register_profile("torchprobe", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("torchprobe")
 
 TESTS = Path(__file__).parent
 FAKES = TESTS / "fakes"

@@ -49,6 +49,9 @@ CHECK is NAME[:KEY=VALUE[,KEY=VALUE...]], e.g.
   torchprobe http:url=http://127.0.0.1:8080/ping,timeout=2
   torchprobe triton:model=resnet50     (model servers: torchserve, triton,
     kserve, vllm, tgi, sglang, ray, bentoml, litserve, ollama; and grpc)
+A comma starts an option only outside brackets and quotes and before
+a KEY= of the check (a misspelt KEY is an error); \\, is a literal comma:
+  torchprobe 'http:url=http://h/x?a=1\\,b=2,contains={"ok":1,"n":2}'
 --list shows every check and its options.
 With no CHECK: --profile, else $TORCHPROBE_CHECKS, else "cuda tensor nvml".
 Durations: 2, 2.5, 500ms, 2s, 1m. ${NAME} in a value reads the environment.

@@ -18,13 +18,13 @@ plain run. A user's profile of a built-in name replaces the built-in one.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Mapping
 from typing import Any
 
 from .base import UsageError
 from .options import duration
+from .spec import format_check
 
 __all__ = ["BUILTIN_PROFILES", "Profile", "find_config", "load_profile", "validate_config"]
 
@@ -84,94 +84,136 @@ def _read(path: str) -> dict[str, Any]:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # tomllib decodes the whole file as UTF-8 first
+        raise UsageError(f"{path}: invalid TOML: not UTF-8 text (byte {exc.start + 1} is "
+                         f"0x{exc.object[exc.start]:02x})") from None  # fmt: skip
     return data
 
 
-def _line_of(path: str, *needles: str) -> str:
-    """' (line N)' for the first line holding every needle, where there is one."""
-    try:
-        with open(path, encoding="utf-8") as fp:
-            for number, line in enumerate(fp, 1):
-                if all(n in line for n in needles):
-                    return f" (line {number})"
-    except OSError:
-        pass
-    return ""
+Tables = dict[str, tuple[dict[str, Any], str]]
+
+
+def _tables(path: str | None) -> Tables:
+    """Every profile: the built-in ones, then the file's (which replace them)."""
+    tables: Tables = {k: (v, "built-in") for k, v in BUILTIN_PROFILES.items()}
+    if path is None:
+        return tables
+    from .tomllines import Lines
+
+    data = _read(path)
+    for key in data:
+        if key != "profiles":
+            raise UsageError(f"{path}: unknown key {key!r}{Lines(path).top(key)} "
+                             "(the file holds [profiles.NAME] tables)")  # fmt: skip
+    profiles = data.get("profiles", {})
+    if not isinstance(profiles, dict):
+        raise UsageError(f"{path}: 'profiles' must be a table of tables")
+    for key, table in profiles.items():
+        if not isinstance(table, dict):
+            raise UsageError(f"{path}: profiles.{key} must be a table{Lines(path).member(key)}")
+        tables[key] = (table, path)
+    return tables
 
 
 def load_profile(name: str, path: str | None) -> Profile:
-    """Resolve profile ``name`` from the file at ``path`` (None: built-ins only)."""
-    tables: dict[str, tuple[dict[str, Any], str]] = {
-        k: (v, "built-in") for k, v in BUILTIN_PROFILES.items()
-    }
-    if path is not None:
-        data = _read(path)
-        for key in data:
-            if key != "profiles":
-                raise UsageError(f"{path}: unknown key {key!r}{_line_of(path, key)} "
-                                 "(the file holds [profiles.NAME] tables)")  # fmt: skip
-        profiles = data.get("profiles", {})
-        if not isinstance(profiles, dict):
-            raise UsageError(f"{path}: 'profiles' must be a table of tables")
-        for key, table in profiles.items():
-            if not isinstance(table, dict):
-                raise UsageError(f"{path}: profiles.{key} must be a table{_line_of(path, key)}")
-            tables[key] = (table, path)
+    """Resolve profile ``name`` from the file at ``path`` (None: built-ins only).
+
+    Only the file's structure and what ``name`` uses (itself and its
+    includes) are validated: a broken profile the run does not use is no error.
+    """
+    tables = _tables(path)
     if name not in tables:
         known = ", ".join(sorted(tables))
         raise UsageError(f"unknown profile {name!r} (profiles: {known})")
-    return _resolve(name, tables, [])
+    return _Resolver(tables, path).profile(name)
 
 
-def _resolve(name: str, tables: dict[str, tuple[dict[str, Any], str]], stack: list[str]) -> Profile:
-    table, source = tables[name]
-    if name in stack:
-        chain = " -> ".join([*stack, name])
-        raise UsageError(f"{source}: profile {name!r} includes itself: {chain}")
-    where = f"{source}: profiles.{name}" if source != "built-in" else f"built-in profile {name!r}"
+class _Resolved:
+    __slots__ = ("own", "order", "timeout", "format")
 
-    def fail(key: str, message: str) -> UsageError:
-        line = _line_of(source, key) if source != "built-in" else ""
-        return UsageError(f"{where}.{key}{line}: {message}")
+    def __init__(self, own: list[str], order: list[str], timeout: float | None,
+                 fmt: str | None) -> None:  # fmt: skip
+        self.own = own  # the profile's own checks, as tokens
+        self.order = order  # the profiles whose checks it runs, each once, itself last
+        self.timeout = timeout
+        self.format = fmt
 
-    for key in table:
-        if key not in _PROFILE_KEYS:
-            raise fail(key, f"unknown key (keys: {', '.join(sorted(_PROFILE_KEYS))})")
-    checks: list[str] = []
-    timeout: float | None = None
-    fmt: str | None = None
-    include = table.get("include", [])
-    if not isinstance(include, list) or not all(isinstance(i, str) for i in include):
-        raise fail("include", "must be a list of profile names")
-    for included in include:
-        if included not in tables:
-            raise fail("include", f"unknown profile {included!r}")
-        inner = _resolve(included, tables, [*stack, name])
-        checks += inner.checks
-        timeout = inner.timeout if timeout is None else timeout
-        fmt = inner.format if fmt is None else fmt
-    entries = table.get("checks", [])
-    if not isinstance(entries, list):
-        raise fail("checks", "must be a list")
-    from .plan import plan
 
-    for index, entry in enumerate(entries):
-        token = _token(entry, lambda m, i=index: fail(f"checks[{i}]", m))
-        try:
-            plan([token], os.environ)  # an unknown check or a bad value names its place
-        except UsageError as exc:
-            line = _line_of(source, token.split(":", 1)[0]) if source != "built-in" else ""
-            raise UsageError(f"{where}.checks[{index}]{line}: {exc}") from None
-        checks.append(token)
-    if "timeout" in table:
-        timeout = _timeout(table["timeout"], lambda m: fail("timeout", m))
-    if "format" in table:
-        if table["format"] not in _FORMATS:
-            raise fail("format", f"{table['format']!r} is not one of {', '.join(_FORMATS)}")
-        fmt = table["format"]
-    if not checks:
-        raise fail("checks", "the profile has no checks")
-    return Profile(name, checks, timeout, fmt, source)
+class _Resolver:
+    """Resolves profiles once each: a profile included many times, or through
+    many paths, is validated and expanded once (its checks run once)."""
+
+    def __init__(self, tables: Tables, path: str | None) -> None:
+        from .tomllines import Lines
+
+        self.tables = tables
+        self.lines = Lines(path) if path is not None else None
+        self.done: dict[str, _Resolved] = {}
+
+    def profile(self, name: str) -> Profile:
+        resolved = self._resolve(name, [])
+        checks = [token for n in resolved.order for token in self.done[n].own]
+        return Profile(name, checks, resolved.timeout, resolved.format, self.tables[name][1])
+
+    def _resolve(self, name: str, stack: list[str]) -> _Resolved:
+        table, source = self.tables[name]
+        if name in stack:
+            chain = " -> ".join([*stack[stack.index(name) :], name])
+            raise UsageError(f"{source}: profile {name!r} includes itself: {chain}")
+        if name in self.done:
+            return self.done[name]
+        where = (
+            f"{source}: profiles.{name}" if source != "built-in" else f"built-in profile {name!r}"
+        )
+        lines = self.lines if source != "built-in" else None
+
+        def fail(key: str, message: str, index: int | None = None) -> UsageError:
+            line = "" if lines is None else (
+                lines.key(name, key) if index is None else lines.entry(name, index))  # fmt: skip
+            place = key if index is None else f"{key}[{index}]"
+            return UsageError(f"{where}.{place}{line}: {message}")
+
+        for key in table:
+            if key not in _PROFILE_KEYS:
+                raise fail(key, f"unknown key (keys: {', '.join(sorted(_PROFILE_KEYS))})")
+        timeout: float | None = None
+        fmt: str | None = None
+        order: dict[str, None] = {}
+        include = table.get("include", [])
+        if not isinstance(include, list) or not all(isinstance(i, str) for i in include):
+            raise fail("include", "must be a list of profile names")
+        for included in include:
+            if included not in self.tables:
+                raise fail("include", f"unknown profile {included!r}")
+            inner = self._resolve(included, [*stack, name])
+            order.update(dict.fromkeys(inner.order))
+            timeout = inner.timeout if timeout is None else timeout
+            fmt = inner.format if fmt is None else fmt
+        entries = table.get("checks", [])
+        if not isinstance(entries, list):
+            raise fail("checks", "must be a list")
+        from .plan import plan
+
+        own: list[str] = []
+        for index, entry in enumerate(entries):
+            token = _token(entry, lambda m, i=index: fail("checks", m, i))
+            try:
+                plan([token], os.environ)  # an unknown check or a bad value names its place
+            except UsageError as exc:
+                raise fail("checks", str(exc), index) from None
+            own.append(token)
+        if "timeout" in table:
+            timeout = _timeout(table["timeout"], lambda m: fail("timeout", m))
+        if "format" in table:
+            if table["format"] not in _FORMATS:
+                raise fail("format", f"{table['format']!r} is not one of {', '.join(_FORMATS)}")
+            fmt = table["format"]
+        order.pop(name, None)
+        order[name] = None
+        if not own and not any(self.done[n].own for n in order if n != name):
+            raise fail("checks", "the profile has no checks")
+        self.done[name] = _Resolved(own, list(order), timeout, fmt)
+        return self.done[name]
 
 
 def _timeout(value: Any, fail: Any) -> float:
@@ -198,16 +240,20 @@ def _token(entry: Any, fail: Any) -> str:
 
     cls = builtin(name)
     repeatable = {o.key for o in cls.options if o.repeatable} if cls is not None else set()
-    options = []
+    options: list[tuple[str, str]] = []
     for key, value in entry.items():
         if key == "check":
             continue
         if key in repeatable and isinstance(value, list):
             # header = ["A: 1", "B: 2"] is the option given twice, not a |-list.
-            options += [f"{key}={_value(v, key, fail)}" for v in value]
+            options += [(key, _value(v, key, fail)) for v in value]
         else:
-            options.append(f"{key}={_value(value, key, fail)}")
-    return f"{name}:{','.join(options)}" if options else name
+            options.append((key, _value(value, key, fail)))
+    try:
+        # Written so that each value reads back as given (${NAME} still expands).
+        return format_check(name, options, expand=True)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
 
 
 def _value(value: Any, key: str, fail: Any) -> str:
@@ -219,15 +265,13 @@ def _value(value: Any, key: str, fail: Any) -> str:
         text = "|".join(str(v) for v in value)
     else:
         raise fail(f"option {key!r}: a string, number, boolean or list of them")
-    # A comma inside a value must not start another option.
-    return re.sub(r",", r"\\,", text)
+    return text
 
 
 def validate_config(path: str) -> None:
     """Resolve every profile of the file, so that any mistake in it surfaces."""
-    data = _read(path)
-    profiles = data.get("profiles", {})
-    for name in profiles if isinstance(profiles, dict) else ():
-        load_profile(name, path)
-    if not isinstance(profiles, dict) or set(data) - {"profiles"}:
-        load_profile(next(iter(BUILTIN_PROFILES)), path)  # raises the file's own error
+    tables = _tables(path)
+    resolver = _Resolver(tables, path)
+    for name, (_, source) in tables.items():
+        if source == path:
+            resolver.profile(name)

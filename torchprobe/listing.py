@@ -115,7 +115,13 @@ def render_list(found: list[dict[str, Any]], fp: TextIO, fmt: str) -> None:
         fp.write(dumps({"universal_options": universal, "checks": found}, indent=2))
         fp.write("\n")
         return
-    out = ["Every check also takes: " + ", ".join(f"{o.key}= ({o.help})" for o in UNIVERSAL), ""]
+    out = [
+        "A CHECK is NAME[:KEY=VALUE[,KEY=VALUE...]]. A comma starts an option only outside "
+        "brackets and double quotes and before KEY=, which must be one of the KEYs below; "
+        "\\, is a literal comma.",
+        "Every check also takes: " + ", ".join(f"{o.key}= ({o.help})" for o in UNIVERSAL),
+        "",
+    ]
     for entry in found:
         timeout = entry.get("timeout")
         where = f"{entry['source']}; default timeout {timeout:g}s" if timeout else entry["source"]

@@ -17,6 +17,8 @@ T = TypeVar("T")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\s*$")
 _UNITS = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0}
+#: The longest duration: no deadline, wait or age a probe keeps is longer than a day.
+MAX_DURATION = 86400.0
 
 
 def _typed(name: str) -> Callable[[Callable[[str], T]], Callable[[str], T]]:
@@ -37,11 +39,18 @@ def duration(value: str) -> float:
     """``2``, ``2.5``, ``500ms``, ``2s``, ``1m``: seconds, greater than zero."""
     match = _DURATION.match(value)
     if not match:
-        raise ValueError(f"{value!r} is not a duration (e.g. 2, 2.5, 500ms, 2s, 1m)")
+        raise ValueError(f"{_short(value)} is not a duration (e.g. 2, 2.5, 500ms, 2s, 1m)")
     seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if seconds <= 0:
-        raise ValueError(f"{value!r}: a duration must be greater than zero")
+        raise ValueError(f"{_short(value)}: a duration must be greater than zero")
+    if not seconds <= MAX_DURATION:  # 400 digits read as inf
+        raise ValueError(f"{_short(value)}: a duration is at most {MAX_DURATION:g}s (a day)")
     return seconds
+
+
+def _short(value: str) -> str:
+    """A value for a message: a hostile one can be thousands of characters long."""
+    return repr(value) if len(value) <= 40 else f"{value[:20]!r}...({len(value)} characters)"
 
 
 @_typed("true|false")

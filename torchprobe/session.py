@@ -31,14 +31,15 @@ LAST_ROUND = 0.25
 class Source:
     """The checks of this invocation, where they came from, and a profile's settings."""
 
-    __slots__ = ("tokens", "origin", "timeout", "format")
+    __slots__ = ("tokens", "origin", "timeout", "format", "profile")
 
     def __init__(self, tokens: list[str], origin: str, timeout: float | None = None,
-                 fmt: str | None = None) -> None:  # fmt: skip
+                 fmt: str | None = None, profile: str | None = None) -> None:  # fmt: skip
         self.tokens = tokens
         self.origin = origin
         self.timeout = timeout
         self.format = fmt
+        self.profile = profile  # the profile the checks come from, resolved and validated
 
 
 def choose_checks(arguments: tuple[str, ...], profile: str | None, profile_from_flag: bool,
@@ -52,7 +53,7 @@ def choose_checks(arguments: tuple[str, ...], profile: str | None, profile_from_
 
         chosen = load_profile(profile, find_config(config, environ))
         return Source(chosen.checks, f"profile {profile!r} ({chosen.source})", chosen.timeout,
-                      chosen.format)  # fmt: skip
+                      chosen.format, profile)  # fmt: skip
     configured = environ.get("TORCHPROBE_CHECKS", "")
     if configured.strip():
         try:
@@ -98,7 +99,9 @@ def dry_run(source: Source, timeout: float, fmt: str, config: str | None,
     from .plan import plan
 
     path = find_config(config, environ)
-    if path is not None:
+    if path is not None and source.profile is None:
+        # Checks from elsewhere: the file is shown linted whole. From a profile,
+        # choose_checks validated what the run uses and nothing the run ignores.
         validate_config(path)
     planned = plan(source.tokens, environ)
     checks: list[dict[str, Any]] = [

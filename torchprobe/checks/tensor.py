@@ -4,11 +4,12 @@ stays light. Runs in the ``torch`` worker process."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 from ..base import Check, CheckFailed, Option, Outcome, failed, passed
-from ..options import listof, text
+from ..options import listof
 from ..runner import error_details
 from ._torch import build_info, describe_cuda_error, import_torch
 
@@ -17,13 +18,44 @@ __all__ = ["TensorCheck"]
 MiB = 1024 * 1024
 _VALUES = (1.0, 2.0, 3.0, 4.0)
 _EXPECTED = sum(v * v for v in _VALUES)
+#: The device types torch.device() parses (torch 2.13's list, c10/core/DeviceType.cpp);
+#: a backend that renames privateuse1 is still reached as privateuseone.
+DEVICE_TYPES = ("cpu", "cuda", "ipu", "xpu", "mkldnn", "opengl", "opencl", "ideep", "hip",
+                "ve", "fpga", "maia", "xla", "lazy", "vulkan", "mps", "meta", "hpu", "mtia",
+                "privateuseone")  # fmt: skip
+_DEVICE = re.compile(r"([a-z]+)(?::(0|[1-9][0-9]*))?")
+#: c10::DeviceIndex is an int8: torch 2.13 reads cuda:128 as cuda:-128.
+_MAX_INDEX = 127
+
+
+def _device(value: str) -> str:
+    """A torch device string, checked here without importing torch."""
+    kind = value.partition(":")[0]
+    if kind not in DEVICE_TYPES:
+        import difflib  # only on the way to a usage error
+
+        close = difflib.get_close_matches(kind.lower(), (*DEVICE_TYPES, "gpu"), n=1)
+        hint = ("cuda" if close[0] == "gpu" else close[0]) if close else None
+        suggestion = f" (did you mean {hint!r}?)" if hint else ""
+        raise ValueError(f"{value!r} is not a torch device type{suggestion}; the types are "
+                         f"{', '.join(DEVICE_TYPES)}")  # fmt: skip
+    match = _DEVICE.fullmatch(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a torch device: TYPE or TYPE:N, N a number "
+                         "without leading zeros")  # fmt: skip
+    if match.group(2) is not None and int(match.group(2)) > _MAX_INDEX:
+        raise ValueError(f"{value!r}: torch device indexes go up to {_MAX_INDEX}")
+    return value
+
+
+_device.type_name = "device"  # type: ignore[attr-defined]
 
 
 class TensorCheck(Check):
     name = "tensor"
     description = "allocate a tiny tensor on each device, compute, synchronise and verify"
     options = (
-        Option("device", listof(text, unique=True), default=None,
+        Option("device", listof(_device, unique=True), default=None,
                help="cuda, cuda:N, cpu, or another torch device type, |-separated; "
                     "default: every visible CUDA device"),
     )  # fmt: skip

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..base import Check, Status
 from ..engine import Planned, run
-from ..spec import parse_occurrence
+from ..spec import format_check, parse_occurrence
 from . import host
 from .hints import VERDICTS, cuda_verdict
 from .nvmlinfo import ReportGpu, ReportNvml
@@ -33,8 +33,8 @@ SECOND_ROUND_MAX = 10.0
 
 
 def _planned(position: int, cls: type[Check], timeout: float, **options: Any) -> Planned:
-    pieces = [f"{key}={value}" for key, value in options.items()]
-    token = f"{cls.name}:" + ",".join([*pieces, f"timeout={timeout:.3f}"])
+    pieces = [(key, str(value)) for key, value in options.items()]
+    token = format_check(cls.name, [*pieces, ("timeout", f"{timeout:.3f}")])
     # Parsed as the worker will parse it: the worker rebuilds the check from
     # this token and the reference, never from the instance made here.
     occurrence = parse_occurrence(token, {o.key: o for o in cls.options}, {})

@@ -1,0 +1,102 @@
+"""Property tests of the option parser: what format_option writes parses back
+exactly, and no option string makes the parser fail with anything but a
+UsageError."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from torchprobe import registry
+from torchprobe.base import Option, UsageError
+from torchprobe.options import text
+from torchprobe.spec import format_check, format_option, parse_occurrence
+
+KEYS = ("a", "bb", "c-d", "e_f", "url")
+OPTIONS = {k: Option(k, text) for k in KEYS}
+#: The characters the syntax gives a meaning to, and a few that it does not.
+SYNTAX = ',\\=[]{}()"$:|x1 '
+ENV = {"X": "from-env", "PW": "p,w"}
+
+values = st.text(alphabet=SYNTAX, max_size=30)
+option_lists = st.lists(
+    st.tuples(st.sampled_from(KEYS), values), unique_by=lambda kv: kv[0], max_size=len(KEYS)
+)
+PROPERTIES = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _writable(options: list[tuple[str, str]]) -> bool:
+    return not any(v.endswith("\\") for _, v in options[:-1])
+
+
+@PROPERTIES
+@given(option_lists)
+def test_written_options_parse_back_exactly(options: list[tuple[str, str]]) -> None:
+    if not _writable(options):
+        with pytest.raises(ValueError, match="must be the last option"):
+            format_check("c", options)
+        return
+    token = format_check("c", options)
+    occurrence = parse_occurrence(token, OPTIONS, ENV)
+    assert occurrence.values == {k.replace("-", "_"): v for k, v in options}
+    assert occurrence.secrets == []  # ${ written as $${ reads no variable
+
+
+@PROPERTIES
+@given(option_lists)
+def test_written_options_parse_back_for_a_check_taking_any_key(
+    options: list[tuple[str, str]],
+) -> None:
+    if not _writable(options):
+        return
+    token = format_check("p", options)
+    for declared in ({}, None):
+        occurrence = parse_occurrence(token, declared, ENV, accept_any=True)
+        assert occurrence.values == {k.replace("-", "_"): v for k, v in options}
+
+
+@PROPERTIES
+@given(st.lists(st.sampled_from(["plain", ",", "${X}", "${PW}", "[", "}", '"']), max_size=8))
+def test_expand_keeps_variables_and_still_escapes_commas(parts: list[str]) -> None:
+    value = "".join(parts)
+    occurrence = parse_occurrence("c:" + format_option("a", value, expand=True), OPTIONS, ENV)
+    assert occurrence.values["a"] == value.replace("${X}", "from-env").replace("${PW}", "p,w")
+    assert bool(occurrence.secrets) == ("${" in value)
+
+
+def test_format_option_refuses_a_key_the_parser_cannot_read() -> None:
+    for key in ("", "1a", "a b", "a=b", "a,b"):
+        with pytest.raises(ValueError, match="is not an option name"):
+            format_option(key, "v")
+
+
+CHECKS = sorted(registry.BUILTIN)
+# Random text, and text built from the syntax's own pieces (far likelier to
+# reach the deeper branches: keys that exist, brackets, escapes, variables).
+option_strings = st.one_of(
+    st.text(max_size=60),
+    st.lists(
+        st.sampled_from([*SYNTAX, ",url=", ",status=", ",name=", ",timeout=", ",header=",
+                         ",contains=", ",device=", ",model=", "${X}", "${NOPE}", "$${", "\\,",
+                         "http://127.0.0.1:1/", "cuda:0", "2xx", "\udcff", "\x00", "é"]),
+        max_size=25,
+    ).map("".join),
+)  # fmt: skip
+
+
+@PROPERTIES
+@given(st.sampled_from(CHECKS), option_strings)
+def test_no_option_string_breaks_the_parser_but_with_a_usage_error(check: str, rest: str) -> None:
+    cls = registry.builtin(check)
+    assert cls is not None
+    declared = {o.key: o for o in cls.options}
+    try:
+        parse_occurrence(f"{check}:{rest}", declared, ENV)
+    except UsageError as exc:
+        message = str(exc)
+        assert message and "\n" not in message
+    try:
+        parse_occurrence(f"{check}:{rest}", None, ENV, accept_any=True)
+    except UsageError as exc:
+        assert "\n" not in str(exc)
