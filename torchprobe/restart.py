@@ -39,6 +39,7 @@ from .statedir import (  # noqa: F401 - LOCK_WAIT, RUN_DIR: still read as restar
     process_life,
     read_all,
 )
+from .statedir import read_text as _read
 from .statusdir import replace_atomically
 
 __all__ = ["STATE_ENV", "RestartPolicy", "in_container", "process_life"]
@@ -54,14 +55,6 @@ SYSTEM_INITS = frozenset({"systemd", "init", "upstart", "launchd"})
 CGROUP_HINTS = ("docker", "containerd", "kubepods", "libpod", "lxc", "crio")
 
 Note = Callable[[str], None]
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding="ascii", errors="replace") as fp:
-            return fp.read()
-    except OSError:
-        return None
 
 
 def in_container(proc: str = "/proc", root: str = "/") -> bool:

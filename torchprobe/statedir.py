@@ -29,6 +29,7 @@ __all__ = [
     "lock_file",
     "process_life",
     "read_all",
+    "read_text",
 ]
 
 STATE_ENV = "TORCHPROBE_STATE_DIR"
@@ -37,7 +38,7 @@ RUN_DIR = "/run/torchprobe"
 LOCK_WAIT = 1.0
 
 
-def _read(path: str) -> str | None:
+def read_text(path: str) -> str | None:
     try:
         with open(path, encoding="ascii", errors="replace") as fp:
             return fp.read()
@@ -48,13 +49,13 @@ def _read(path: str) -> str | None:
 def process_life(pid: int) -> str | None:
     """What tells this life of ``pid`` from any later process with that PID:
     the boot and the start time (/proc/PID/stat field 22). None when it is gone."""
-    stat = _read(f"/proc/{pid}/stat")
+    stat = read_text(f"/proc/{pid}/stat")
     if stat is None:
         return None
     fields = stat.rsplit(")", 1)[-1].split()
     if len(fields) < 20 or fields[0] in ("Z", "X"):
         return None
-    boot = (_read("/proc/sys/kernel/random/boot_id") or "").strip()
+    boot = (read_text("/proc/sys/kernel/random/boot_id") or "").strip()
     return f"{boot}:{fields[19]}"
 
 
