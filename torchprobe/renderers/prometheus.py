@@ -59,4 +59,26 @@ def render_prometheus(report: Report, fp: TextIO) -> None:
     for r in report.results:
         labels = _labels(check=r.check, name=r.name)
         lines.append(f"torchprobe_check_duration_seconds{labels} {r.duration:.6f}")
+    lines += _progress(report)
     fp.write("\n".join(lines) + "\n")
+
+
+def _progress(report: Report) -> list[str]:
+    """The figures of stall= and the progress check, where a check has them."""
+    figures = [(r, r.details.get("progress")) for r in report.results]
+    shown = [(r, f) for r, f in figures if isinstance(f, dict) and "pending" in f]
+    if not shown:
+        return []
+    lines = [
+        "# HELP torchprobe_progress_pending Work pending in the server's metrics (stall=).",
+        "# TYPE torchprobe_progress_pending gauge",
+    ]
+    lines += [f"torchprobe_progress_pending{_labels(check=r.check, name=r.name)} "
+              f"{float(f['pending']):g}" for r, f in shown]  # fmt: skip
+    lines += [
+        "# HELP torchprobe_progress_seconds_since Seconds since a done counter last moved.",
+        "# TYPE torchprobe_progress_seconds_since gauge",
+    ]
+    lines += [f"torchprobe_progress_seconds_since{_labels(check=r.check, name=r.name)} "
+              f"{float(f.get('seconds_since_progress', 0.0)):g}" for r, f in shown]  # fmt: skip
+    return lines
