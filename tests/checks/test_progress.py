@@ -477,3 +477,15 @@ def test_closed_listener_for_metrics_never_hangs(env: dict[str, str]) -> None:
         done = run_cli(f"progress:url={url},pending=a,done=b,stall=1s,timeout=1", env=env)
     assert done.rc == 1 and "timed out after 1s" in done.stdout
     assert done.elapsed < 1 + 5
+
+
+def test_the_readmes_progress_and_stall_examples_are_valid() -> None:
+    import shlex
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    commands = re.findall(r"^torchprobe '(progress:[^']*)'$", readme, re.M)
+    tokens = re.findall(r'"((?:vllm|triton|tgi|sglang|bentoml):[^"]*stall=[^"]*)"', readme)
+    assert commands and tokens
+    for token in [*commands, *tokens]:
+        done = run_cli(*shlex.split(f"'{token}'"), "--dry-run")
+        assert done.rc == 0, (token, done.stdout, done.stderr)
