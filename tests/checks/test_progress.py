@@ -23,8 +23,10 @@ import metrics_standins as ms
 import pytest
 from conftest import clean_env, run_cli
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from servers import closed_port, http_server, reply
+from servers import closed_port, http_server, reply, routes
 from standins import Triton
+
+from torchprobe.checks.progress import watch
 
 PAST_STALL = 1.2  # a sleep that outlasts stall=1s
 
@@ -489,3 +491,56 @@ def test_the_readmes_progress_and_stall_examples_are_valid() -> None:
     for token in [*commands, *tokens]:
         done = run_cli(*shlex.split(f"'{token}'"), "--dry-run")
         assert done.rc == 0, (token, done.stdout, done.stderr)
+
+
+def test_ray_serve_reads_the_metrics_export_port(env: dict[str, str]) -> None:
+    # Ray's metrics agent writes the Serve metrics with a ray_ prefix, as
+    # prometheus_client does: the replicas' gauge and request counter.
+    registry = CollectorRegistry()
+    labels = ["deployment", "application", "replica"]
+    where = ("Classifier", "classifier", "Classifier#abc")
+    processing = Gauge("ray_serve_replica_processing_queries", "p", labels, registry=registry)
+    queued = Gauge("ray_serve_deployment_queued_queries", "q", labels[:2], registry=registry)
+    served = Counter("ray_serve_deployment_request_counter", "c", labels, registry=registry)
+    processing.labels(*where).set(2)
+    queued.labels(*where[:2]).set(5)
+    served.labels(*where).inc(10)
+    proxy = routes({"/-/healthz": reply(200, b"success")})
+    with (
+        http_server(proxy) as ray,
+        http_server(lambda request: reply(200, generate_latest(registry))) as agent,
+    ):
+        token = f"ray:url={ray.url},mode=live,stall=1s,metrics-url={agent.url}/metrics"
+        rc, out, _ = probe(env, token)
+        assert rc == 0 and "first reading (2 requests processing, 5 queued)" in out, out
+        served.labels(*where).inc()
+        rc, out, _ = probe(env, token)
+        assert rc == 0 and "progressing" in out, out
+        time.sleep(PAST_STALL)
+        rc, out, _ = probe(env, token)
+    assert rc == 1 and "stalled: 2 requests processing, 5 queued, no request completed" in out
+
+
+def test_a_memory_store_judges_as_the_file_store_does(tmp_path: Path) -> None:
+    """The store behind stall= is an interface: a long-running process may keep
+    the readings in memory; the verdicts are the same."""
+    from torchprobe.checks.http import parse_url
+    from torchprobe.checks.presets import VLLM as Preset
+    from torchprobe.checks.stall import ServerMetrics
+    from torchprobe.checks.tcp import Deadline
+    from torchprobe.progress_state import FileStore, MemoryStore
+
+    assert isinstance(Preset.metrics, ServerMetrics)
+    what = Preset.metrics.watch
+    stores = {"file": FileStore(str(tmp_path)), "memory": MemoryStore()}
+    states: dict[str, list[str]] = {name: [] for name in stores}
+    with ms.VLLM() as server:
+        server.work.state = "wedged"
+        url = parse_url(f"{server.url}/metrics")
+        for _ in range(2):
+            for name, store in stores.items():
+                clock = Deadline(time.monotonic() + 5, 5)
+                verdict = watch(what, url, clock=clock, stall=1, store=store, key="k")
+                states[name].append(verdict.state)
+            time.sleep(PAST_STALL)
+    assert states["file"] == states["memory"] == ["first", "stalled"]
