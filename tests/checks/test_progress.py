@@ -544,3 +544,27 @@ def test_a_memory_store_judges_as_the_file_store_does(tmp_path: Path) -> None:
                 states[name].append(verdict.state)
             time.sleep(PAST_STALL)
     assert states["file"] == states["memory"] == ["first", "stalled"]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "not json at all",
+        '{"life": "LIFE", "record": {"at": "soon", "done": {"x": "y"}, "moved_at": null}}',
+        '{"life": "LIFE", "record": {"at": 1e400, "done": [], "busy_since": true}}',
+        '{"life": "LIFE", "record": []}',
+    ],
+)
+def test_a_damaged_state_file_is_read_as_no_reading(env: dict[str, str], record: str) -> None:
+    with ms.VLLM() as server:
+        server.work.state = "wedged"
+        token = f"vllm:url={server.url},stall=1s"
+        probe(env, token)
+        (path,) = Path(env["TORCHPROBE_STATE_DIR"]).iterdir()
+        life = json.loads(path.read_text())["life"]
+        path.write_text(record.replace("LIFE", life))
+        rc, out, err = probe(env, token)
+        assert rc == 0 and "first reading" in out, out + err
+        time.sleep(PAST_STALL)
+        rc, out, _ = probe(env, token)  # and the file is whole again
+    assert rc == 1 and "stalled" in out, out

@@ -21,6 +21,7 @@ options of the generic ``progress`` check); :func:`watch` does one run.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -97,29 +98,41 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
+def _seconds(value: Any) -> float | None:
+    """A number from a stored record, or None (a record may be damaged)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def judge(
     previous: dict[str, Any] | None, now: Reading, at: float, stall: float, unit: str
 ) -> Verdict:
-    """The verdict on ``now`` given the previous run's record (None: there is none)."""
+    """The verdict on ``now`` given the previous run's record (None: there is none).
+
+    ``at`` is ``time.monotonic()``: one clock for every process of a boot (Linux's
+    CLOCK_MONOTONIC), so a wall-clock step between runs never fakes a stall.
+    """
     record: dict[str, Any] = {"at": at, "done": now.done}
     figures: dict[str, Any] = {
         "pending": now.total,
         "pending_by": dict(now.pending),
         "stall_seconds": stall,
     }
-    before = previous.get("done") if isinstance(previous, dict) else None
-    last = previous.get("at") if isinstance(previous, dict) else None
-    reset = isinstance(before, dict) and any(
-        key not in now.done or now.done[key] < value
-        for key, value in before.items()
-        if isinstance(value, (int, float))
+    previous = previous if isinstance(previous, dict) else {}
+    stored = previous.get("done")
+    before = (
+        {k: v for k, v in stored.items() if _seconds(v) is not None}
+        if isinstance(stored, dict)
+        else None
     )
-    if (
-        not isinstance(before, dict)
-        or not isinstance(last, (int, float))
-        or reset
-        or at < last  # the clock went back: no interval can be trusted
-    ):
+    last = _seconds(previous.get("at"))
+    reset = before is not None and any(
+        key not in now.done or now.done[key] < value for key, value in before.items()
+    )
+    if before is None or last is None or reset or at < last:
+        # No reading, a restarted server, or a clock that went back (another
+        # boot): no interval can be trusted.
         record.update(moved_at=at, busy_since=at if now.total > 0 else None)
         why = " (the counters went down: the server restarted)" if reset else ""
         figures.update(seconds_since_progress=0.0)
@@ -131,9 +144,10 @@ def judge(
             {**figures, "state": "first"},
         )
     moved_by = sum(max(0.0, v - float(before.get(k, 0.0))) for k, v in now.done.items())
-    moved_at = at if moved_by > 0 else float(previous.get("moved_at", last))  # type: ignore[union-attr]
-    busy = previous.get("busy_since")  # type: ignore[union-attr]
-    busy_since = (float(busy) if isinstance(busy, (int, float)) else at) if now.total > 0 else None
+    stored_move = _seconds(previous.get("moved_at"))
+    moved_at = at if moved_by > 0 else min(at, stored_move if stored_move is not None else last)
+    busy = _seconds(previous.get("busy_since"))
+    busy_since = (min(at, busy) if busy is not None else at) if now.total > 0 else None
     record.update(moved_at=moved_at, busy_since=busy_since)
     since = max(0.0, at - moved_at)
     figures.update(seconds_since_progress=round(since, 1), moved_by=moved_by)
@@ -142,10 +156,9 @@ def judge(
     elif moved_by > 0:
         state, message = "progressing", f"progressing: {_counts(now)}"
     else:
-        window = at - max(busy_since or at, moved_at)
+        window = at - max(busy_since if busy_since is not None else at, moved_at)
         state = "stalled" if window >= stall else "pending"
-        verb = "stalled" if state == "stalled" else "pending"
-        message = f"{verb}: {_counts(now)}, no {unit} for {since:.0f}s (stall={stall:g}s)"
+        message = f"{state}: {_counts(now)}, no {unit} for {since:.0f}s (stall={stall:g}s)"
     figures["state"] = state
     return Verdict(state, message, record, figures)
 
@@ -205,7 +218,7 @@ def watch(
     key = key or url.shown
     try:
         with store.hold(key):
-            verdict = judge(store.get(key), reading, time.time(), stall, what.unit)
+            verdict = judge(store.get(key), reading, time.monotonic(), stall, what.unit)
             store.put(key, verdict.record)
     except StateError as exc:
         raise CheckFailed(str(exc)) from None
