@@ -191,6 +191,11 @@ class ServerCheck(Check):
 
         if any(u is not None and u.scheme == "https" for u in self._bases().values()):
             import ssl  # noqa: F401
+        if self.stall is not None:
+            import prometheus_client.parser  # noqa: F401
+
+            if self.metrics_url is not None and self.metrics_url.scheme == "https":
+                import ssl  # noqa: F401
 
     def run(self) -> Outcome:
         start = time.monotonic()
