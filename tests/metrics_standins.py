@@ -19,8 +19,9 @@ Each stand-in has a :class:`Work` whose ``state`` a test sets:
 
 ``restart()`` starts the counters over, as a restarted server does.
 ``fault`` breaks the metrics endpoint: ``missing`` (404), ``huge`` (10 MB),
-``line`` (one 1 MB line), ``garbage``, ``nan`` (NaN and +Inf values),
-``duplicate`` (every series twice); ``delay["/metrics"]`` makes it slow.
+``line`` (one 1 MB line), ``flood`` (100,000 series of a gauge), ``garbage``,
+``nan`` (NaN and +Inf values), ``duplicate`` (every series twice);
+``delay["/metrics"]`` makes it slow.
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ class Metered(standins.StandIn):
             return 404, b"Not Found", standins.EMPTY
         if self.fault == "huge":
             return 200, b"# just a comment line, many times over\n" * 270_000, PROM_TYPE
+        if self.fault == "flood":  # 100,000 series (4 MB) of a gauge stall= reads
+            lines = (f'sglang:num_running_reqs{{replica="{i}"}} 1\n' for i in range(100_000))
+            return 200, "".join(lines).encode(), PROM_TYPE
         if self.fault == "garbage":
             return 200, b"\x00\xff<html>not metrics</html>\n" * 100, PROM_TYPE
         text = self.render()

@@ -221,6 +221,7 @@ def test_bentoml_health_requests_are_not_progress(env: dict[str, str]) -> None:
         ("missing", "metrics: GET /metrics answered HTTP 404 Not Found (SGLang serves /metrics "
                     "only when started with --enable-metrics)"),
         ("huge", "metrics: GET /metrics answered more than 8 MiB"),
+        ("flood", "metrics: GET /metrics: more than 10000 lines of the selected metrics"),
         ("garbage", "metrics: GET /metrics: the metrics show no sglang:num_running_reqs or "
                     "sglang:num_queue_reqs"),
         ("nan", "metrics: GET /metrics: the metrics show no"),
