@@ -569,3 +569,17 @@ def test_a_damaged_state_file_is_read_as_no_reading(env: dict[str, str], record:
         time.sleep(PAST_STALL)
         rc, out, _ = probe(env, token)  # and the file is whole again
     assert rc == 1 and "stalled" in out, out
+
+
+def test_a_metrics_app_mounted_with_a_redirect_is_followed(env: dict[str, str]) -> None:
+    registry = CollectorRegistry()
+    Gauge("queue", "q", registry=registry).set(0)
+    Counter("served", "s", registry=registry).inc()
+    answers = {
+        "/metrics": reply(307, b"", headers=[("Location", "/metrics/")]),
+        "/metrics/": reply(200, generate_latest(registry)),
+    }
+    with http_server(routes(answers)) as server:
+        token = f"progress:url={server.url}/metrics,pending=queue,done=served,stall=1s"
+        rc, out, _ = probe(env, token)
+    assert rc == 0 and "first reading; progress is judged from the next run" in out, out

@@ -200,7 +200,16 @@ def watch(
     CheckFailed for an unreadable endpoint, unreadable metrics or state."""
     where = f"GET {url.target}"
     try:
-        reply = exchange(url, clock=clock, headers=headers, insecure=insecure, limit=METRICS_LIMIT)
+        # A mounted metrics app may redirect /metrics to /metrics/ (Starlette's
+        # Mount does); the http client keeps credentials off other origins.
+        reply = exchange(
+            url,
+            clock=clock,
+            headers=headers,
+            insecure=insecure,
+            limit=METRICS_LIMIT,
+            follow_redirects=True,
+        )
     except CheckFailed as exc:
         raise CheckFailed(f"metrics: {where}: {exc.message}", **exc.details) from None
     response = reply.response
