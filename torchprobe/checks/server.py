@@ -191,10 +191,11 @@ class ServerCheck(Check):
 
         if any(u is not None and u.scheme == "https" for u in self._bases().values()):
             import ssl  # noqa: F401
-        if self.stall is not None:
+        if getattr(self, "stall", None) is not None:  # a plugin's options may lack it
             import prometheus_client.parser  # noqa: F401
 
-            if self.metrics_url is not None and self.metrics_url.scheme == "https":
+            metrics_url = getattr(self, "metrics_url", None)
+            if metrics_url is not None and metrics_url.scheme == "https":
                 import ssl  # noqa: F401
 
     def run(self) -> Outcome:
@@ -213,7 +214,7 @@ class ServerCheck(Check):
                 note = self._probe(endpoint, clock, answers)
                 if note:
                     seen.append(note)
-            if self.stall is not None:
+            if getattr(self, "stall", None) is not None:
                 seen.append(progress(self, clock))
         except CheckFailed as exc:
             exc.details = {**details, "endpoints": answers, **self.notes, **exc.details}

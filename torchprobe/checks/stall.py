@@ -106,7 +106,7 @@ def progress(check: ServerCheck, clock: Deadline) -> str:
     server = check.base("url")
     # Credentials go only where the server itself is.
     same = url.origin == server.origin
-    headers = check.request_headers(check.token) if same else []
+    headers = check.request_headers(getattr(check, "token", None)) if same else []
     labels = {
         label: str(getattr(check, option.replace("-", "_")))
         for label, option in declared.labels
@@ -121,7 +121,7 @@ def progress(check: ServerCheck, clock: Deadline) -> str:
             clock=clock,
             stall=check.stall,
             headers=headers,
-            insecure=check.insecure,
+            insecure=bool(getattr(check, "insecure", False)),
             key=key,
         )
     except CheckFailed as exc:
