@@ -142,6 +142,22 @@ def test_a_request_stuck_longer_than_max_busy_makes_it_not_live(
     assert m.live()
 
 
+def test_completed_requests_count_returns_and_raises_but_not_cancelled_ones(
+    make: Callable[..., Monitor],
+) -> None:
+    m = make()
+    with m.guard():
+        busy = m.state()["busy"]
+        assert (busy["in_flight"], busy["completed"]) == (1, 0)
+    with pytest.raises(ValueError), m.guard():
+        raise ValueError("a bad request")
+    probe = m.guard()
+    probe.__enter__()
+    probe.cancel()  # an adapter's own endpoint, recognised once under way
+    busy = m.state()["busy"]
+    assert (busy["in_flight"], busy["completed"]) == (0, 2)
+
+
 def test_a_blocked_event_loop_makes_it_not_live(make: Callable[..., Monitor]) -> None:
     m = make(max_busy=0.3)
     seen: list[bool] = []

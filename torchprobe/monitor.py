@@ -80,6 +80,11 @@ class _Guard:
         if exc is not None and isinstance(exc, Exception):
             self.monitor.record_error(exc)
 
+    def cancel(self) -> None:
+        """Stop tracking the request without counting it as completed (a probe's
+        own request, which an adapter recognises only once it is under way)."""
+        self.monitor._end(self.token, completed=False)
+
 
 class Monitor:
     """One per serving process. See the module docstring and the README."""
@@ -120,6 +125,9 @@ class Monitor:
         """Forget what belongs to one process (a forked child starts afresh);
         what the app said of its model, and a sticky error, are kept."""
         self._inflight: dict[int, float] = {}
+        #: Requests that left guard() in this process, returned or raised.
+        self._completed = 0
+        self._completed_lock = threading.Lock()
         self._loops: set[int] = set()
         self._pid_start = pid_start(os.getpid())
         self._results: list[dict[str, Any]] = []
@@ -236,8 +244,11 @@ class Monitor:
         self._inflight[token] = time.monotonic()
         return token
 
-    def _end(self, token: int) -> None:
+    def _end(self, token: int, completed: bool = True) -> None:
         self._inflight.pop(token, None)
+        if completed:
+            with self._completed_lock:
+                self._completed += 1
 
     def track_loop(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Measure the lag of the running event loop (call from inside it): a
@@ -328,6 +339,7 @@ class Monitor:
             "sticky": dict(self._sticky) if self._sticky else None,
             "busy": {
                 "in_flight": len(self._inflight),
+                "completed": self._completed,
                 "oldest_seconds": round(now_mono - oldest, 3) if oldest is not None else 0.0,
                 "loop_lag_seconds": self._current_lag(now_mono),
             },

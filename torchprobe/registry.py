@@ -27,6 +27,7 @@ BUILTIN: dict[str, str] = {
     "http": "torchprobe.checks.http:HttpCheck",
     "tcp": "torchprobe.checks.tcp:TcpCheck",
     "status-file": "torchprobe.checks.status_file:StatusFileCheck",
+    "progress": "torchprobe.checks.progress:ProgressCheck",
     # Model-server presets (torchprobe.checks.presets) and gRPC health.
     "torchserve": "torchprobe.checks.presets:TorchServe",
     "triton": "torchprobe.checks.presets:Triton",

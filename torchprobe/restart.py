@@ -20,27 +20,30 @@ The state file: ``$TORCHPROBE_STATE_DIR/restart-<pid>.state``, else
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import re
 import signal
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .base import Interrupted, UsageError
+from .statedir import (  # noqa: F401 - LOCK_WAIT, RUN_DIR: still read as restart.*
+    LOCK_WAIT,
+    RUN_DIR,
+    STATE_ENV,
+    default_state_dir,
+    lock_file,
+    process_life,
+    read_all,
+)
+from .statedir import read_text as _read
 from .statusdir import replace_atomically
 
 __all__ = ["STATE_ENV", "RestartPolicy", "in_container", "process_life"]
 
-STATE_ENV = "TORCHPROBE_STATE_DIR"
-RUN_DIR = "/run/torchprobe"
-#: Overlapping runs hold the lock for a millisecond; past this, give up on this run.
-LOCK_WAIT = 1.0
 #: Probe checks that judge readiness. Not ready (a model loading, a server at
 #: capacity) is no reason to restart: only liveness checks may drive one.
 READINESS = re.compile(
@@ -52,27 +55,6 @@ SYSTEM_INITS = frozenset({"systemd", "init", "upstart", "launchd"})
 CGROUP_HINTS = ("docker", "containerd", "kubepods", "libpod", "lxc", "crio")
 
 Note = Callable[[str], None]
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding="ascii", errors="replace") as fp:
-            return fp.read()
-    except OSError:
-        return None
-
-
-def process_life(pid: int) -> str | None:
-    """What tells this life of ``pid`` from any later process with that PID:
-    the boot and the start time (/proc/PID/stat field 22). None when it is gone."""
-    stat = _read(f"/proc/{pid}/stat")
-    if stat is None:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()
-    if len(fields) < 20 or fields[0] in ("Z", "X"):
-        return None
-    boot = (_read("/proc/sys/kernel/random/boot_id") or "").strip()
-    return f"{boot}:{fields[19]}"
 
 
 def in_container(proc: str = "/proc", root: str = "/") -> bool:
@@ -96,17 +78,6 @@ def parse_signal(name: str) -> signal.Signals:
         raise UsageError(
             f"--restart-signal: unknown signal {name!r} (e.g. TERM, INT, QUIT, HUP)"
         ) from None
-
-
-def default_state_dir(environ: Mapping[str, str]) -> str:
-    configured = environ.get(STATE_ENV)
-    if configured:
-        return configured
-    # /run/torchprobe where it exists and is writable (Dockerfile.example makes
-    # it for its user) or can be made; nothing is created before a run needs it.
-    usable = os.access(RUN_DIR, os.W_OK | os.X_OK) if os.path.isdir(RUN_DIR) else (
-        os.access(os.path.dirname(RUN_DIR), os.W_OK | os.X_OK))  # fmt: skip
-    return RUN_DIR if usable else os.path.join(tempfile.gettempdir(), "torchprobe")
 
 
 def _receives(pid: int, signum: int) -> bool | None:
@@ -205,7 +176,7 @@ class RestartPolicy:
                 note(f"torchprobe: restart: no process {self.pid} to restart")
             return
         os.makedirs(self.state_dir, exist_ok=True)
-        fd = _lock(self.state_path)
+        fd = lock_file(self.state_path)
         try:
             state = _load(fd, life)
             if healthy:
@@ -250,41 +221,11 @@ class RestartPolicy:
                  f"{exc.strerror}")  # fmt: skip
 
 
-def _lock(path: str) -> int:
-    """Open and flock the state file. Writers replace it by rename, so a lock
-    won on a file that has since been replaced is retried on the new one."""
-    deadline = time.monotonic() + LOCK_WAIT
-    while True:
-        # Read-only is enough: the file is only ever replaced, never written in place.
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise OSError(errno.EWOULDBLOCK, "locked by another run for 1s") from None
-                    time.sleep(0.002)
-            try:
-                held, current = os.fstat(fd), os.stat(path)
-                if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
-                    return fd
-            except FileNotFoundError:
-                pass
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
-
-
 def _load(fd: int, life: str) -> dict[str, Any]:
     """The count so far in this life; zero for a new life of the target (the
     file survived a restart) and for a file that cannot be read as one."""
     fresh: dict[str, Any] = {"life": life, "armed": False, "failures": 0, "signals": 0}
-    data = b""
-    while chunk := os.read(fd, 65536):
-        data += chunk
+    data = read_all(fd)
     try:
         state = json.loads(data) if data else {}
         if isinstance(state, dict) and state.get("life") == life:

@@ -183,6 +183,25 @@ def test_metrics_parse_and_carry_the_monitor_gauges(server: Served) -> None:
     assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
 
 
+def test_completed_counter_counts_served_requests_and_never_the_probes(server: Served) -> None:
+    served = server.loaded()
+
+    def completed() -> float:
+        found = families(served.get("/metrics").text)
+        ((labels, value),) = found["torchprobe_requests_completed"]
+        return value
+
+    before = completed()
+    for path in ("/health", "/ready", "/metrics", "/probe/livez", "/probe/prom"):
+        served.get(path)
+    assert completed() == before, "a probe's request is no completed work"
+    for _ in range(3):
+        assert served.get("/predict").status == 200
+    assert completed() == before + 3
+    text = served.get("/metrics").text
+    assert "# TYPE torchprobe_requests_completed_total counter" in text
+
+
 # --- broken for good ------------------------------------------------------------------
 
 

@@ -186,6 +186,10 @@ def test_custom_paths_and_metrics_without_prometheus_client(servers: dict[str, S
     assert found["torchprobe_live"] == [({}, 1.0)]
     assert found["torchprobe_ready"] == [({}, 1.0)]
     assert not any(name.startswith("python_") for name in found)  # rendered by hand
+    # The hand-written counter reads back as prometheus_client's would.
+    assert "# TYPE torchprobe_requests_completed_total counter" in reply.text
+    ((labels, completed),) = found["torchprobe_requests_completed"]
+    assert labels == {} and completed >= 1  # at least the lifecycle request of loaded()
 
 
 def test_aggregated_metrics_report_every_worker_from_the_status_dir(

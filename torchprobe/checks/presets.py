@@ -15,7 +15,10 @@ from ..base import CheckFailed, Option, Outcome, UsageError
 from ..options import boolean, choice, text
 from ..scrub import clip
 from .http import Reply, Url
+from .progress import Watch
+from .promtext import parse_selector
 from .server import Endpoint, ServerCheck, _BaseUrl, need, server_options
+from .stall import NoMetrics, ServerMetrics
 
 __all__ = [
     "BentoML",
@@ -29,6 +32,16 @@ __all__ = [
     "Triton",
     "VLLM",
 ]
+
+
+def _watch(pending: dict[str, str], done: tuple[str, ...], unit: str, lazy: bool = False) -> Watch:
+    """A Watch from metric texts: ``{"vllm:num_requests_running": "requests running"}``."""
+    return Watch(
+        tuple((parse_selector(m), said) for m, said in pending.items()),
+        tuple(parse_selector(m) for m in done),
+        unit,
+        lazy,
+    )
 
 
 def _names(items: list[str], limit: int = 5) -> str:
@@ -100,6 +113,10 @@ class TorchServe(ServerCheck):
     )
 
     other_ports = {"management-url": 8081}
+    metrics = NoMetrics(
+        "TorchServe's metrics (0.12, port 8082) show only ts_inference_latency_microseconds "
+        "and other latencies: no gauge of pending work"
+    )
     token_file: str | None
 
     def __init__(self, **values: Any) -> None:
@@ -207,6 +224,18 @@ class Triton(_OpenInference):
         "/v2/models/NAME/ready [port 8000]"
     )
     options = server_options(8000, extra=(_VERSION,))
+    # Triton core, src/metrics.cc: a gauge and counters per model and version
+    # (labels "model", "version"), on the metrics port 8002.
+    metrics = ServerMetrics(
+        _watch(
+            {"nv_inference_pending_request_count": "requests pending"},
+            ("nv_inference_exec_count", "nv_inference_count", "nv_inference_request_success"),
+            "model execution",
+        ),
+        port=8002,
+        labels=(("model", "model"), ("version", "version")),
+        missing="Triton serves metrics unless started with --allow-metrics=false",
+    )
 
 
 def _v1_ready(check: KServe, reply: Reply, document: Any) -> str:
@@ -231,6 +260,10 @@ class KServe(_OpenInference):
             Option("protocol", choice("v1", "v2"), default="v2", help="inference protocol"),
             _VERSION,
         ),
+    )
+    metrics = NoMetrics(
+        "KServe's model server exports only latency histograms (request_predict_seconds and "
+        "its siblings, python/kserve/kserve/metrics.py): no gauge of pending work"
     )
     v1_live = (Endpoint("/", "server live", "server not live"),)
     v1_ready = (
@@ -317,6 +350,23 @@ class VLLM(ServerCheck):
     )
     live = (Endpoint("/health", "engine up", "engine not healthy"),)
     ready = (*live, Endpoint("/v1/models", "model listed", "models not listed", judge=_vllm_models))
+    # vllm/v1/metrics/loggers.py (PrometheusStatLogger): labels model_name, engine;
+    # the token counters move at every engine step.
+    metrics = ServerMetrics(
+        _watch(
+            {
+                "vllm:num_requests_running": "requests running",
+                "vllm:num_requests_waiting": "waiting",
+            },
+            (
+                "vllm:generation_tokens_total",
+                "vllm:prompt_tokens_total",
+                "vllm:request_success_total",
+            ),
+            "token processed",
+        ),
+        labels=(("model_name", "model"),),
+    )
     generate_endpoint = Endpoint(
         "/v1/completions",
         "generation",
@@ -358,6 +408,16 @@ class TGI(ServerCheck):
         "/info for the model id [port 80, as in its image]"
     )
     options = server_options(80)
+    # router/src/server.rs and backends/v3/src (metrics-exporter-prometheus: no
+    # _total suffix): tgi_batch_inference_success moves at every prefill and decode step.
+    metrics = ServerMetrics(
+        _watch(
+            {"tgi_batch_current_size": "requests in the batch", "tgi_queue_size": "queued"},
+            ("tgi_batch_inference_success", "tgi_request_success"),
+            "generation step",
+            lazy=True,
+        ),
+    )
     live = (Endpoint("/health", "shards healthy", "not healthy"),)
     ready = (*live, Endpoint("/info", "model", "no model info", judge=_tgi_info))
 
@@ -384,6 +444,22 @@ class SGLang(ServerCheck):
     )
     live = ready = (Endpoint("/health", "server healthy", "server not healthy"),)
     generate_endpoint = Endpoint("/health_generate", "generation healthy", "cannot generate")
+    # python/sglang/srt/metrics/collector.py: the token counters move only when a
+    # request finishes; the inter-token-latency histogram's count as tokens reach
+    # the tokenizer manager (tokenizer_manager.py, collect_metrics).
+    metrics = ServerMetrics(
+        _watch(
+            {"sglang:num_running_reqs": "requests running", "sglang:num_queue_reqs": "queued"},
+            (
+                "sglang:inter_token_latency_seconds_count",
+                "sglang:time_to_first_token_seconds_count",
+                "sglang:generation_tokens_total",
+                "sglang:num_requests_total",
+            ),
+            "token generated",
+        ),
+        missing="SGLang serves /metrics only when started with --enable-metrics",
+    )
     generate: bool
 
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -419,6 +495,7 @@ class Ollama(ServerCheck):
         "Ollama: / answers; with model=, /api/tags lists it (/api/ps: loaded?) [port 11434]"
     )
     options = server_options(11434)
+    metrics = NoMetrics("Ollama has no metrics endpoint")
     live = ready = (
         Endpoint("/", "server running", "server not running"),
         Endpoint(
@@ -524,8 +601,27 @@ class RayServe(ServerCheck):
         ),
     )
     other_ports = {"dashboard-url": 8265}
+    # python/ray/serve/_private/replica.py and router.py, exported with a ray_
+    # prefix by Ray's metrics agent (counters with _total).
+    metrics = ServerMetrics(
+        _watch(
+            {
+                "ray_serve_replica_processing_queries": "requests processing",
+                "ray_serve_deployment_queued_queries": "queued",
+            },
+            ("ray_serve_deployment_request_counter_total",),
+            "request completed",
+        ),
+        needs_url=(
+            "Ray exports metrics on each node's metrics export port (ray start "
+            "--metrics-export-port), not on Serve's, e.g. metrics-url=http://127.0.0.1:8080/metrics"
+        ),
+    )
     app: str | None
     dashboard_url: Url | None
+
+
+_NOT_HEALTH = '{endpoint!~"/(livez|readyz|healthz|health|metrics)"}'
 
 
 class BentoML(ServerCheck):
@@ -534,6 +630,22 @@ class BentoML(ServerCheck):
     port = 3000
     description = "BentoML: /livez, /readyz [port 3000]"
     options = server_options(3000, model=False)
+    # src/bentoml/_internal/server/http/instruments.py: per endpoint, with the probe's
+    # own /livez, /readyz and /healthz counted too, so those are left out.
+    metrics = ServerMetrics(
+        _watch(
+            {
+                "bentoml_service_request_in_progress" + _NOT_HEALTH: "requests in progress",
+                "bentoml_api_server_request_in_progress" + _NOT_HEALTH: "requests in progress",
+            },
+            (
+                "bentoml_service_request_total" + _NOT_HEALTH,
+                "bentoml_api_server_request_total" + _NOT_HEALTH,
+            ),
+            "request completed",
+            lazy=True,
+        ),
+    )
     live = (Endpoint("/livez", "server live", "server not live"),)
     ready = (Endpoint("/readyz", "server ready", "server not ready"),)
 
@@ -547,4 +659,5 @@ class LitServe(ServerCheck):
         8000, model=False, token_help="LitServe's API key, sent as 'X-API-Key: TOKEN'"
     )
     token_header = ("X-API-Key", "{}")
+    metrics = NoMetrics("LitServe has no metrics endpoint of its own")
     live = ready = (Endpoint("/health", "healthy", "not healthy"),)

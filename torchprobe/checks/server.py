@@ -40,6 +40,7 @@ from .http import (
     json_mismatch,
     parse_url,
 )
+from .stall import NoMetrics, ServerMetrics, check_options, progress, stall_options
 from .tcp import Deadline
 
 __all__ = ["Endpoint", "ServerCheck", "base_url", "server_options"]
@@ -121,6 +122,7 @@ def server_options(
         Option("token", text, secret=True, help=token_help),
         Option("header", _HeaderOption(), repeatable=True, help="a request header, like curl -H"),
         Option("insecure", boolean, default=False, help="https: skip certificate verification"),
+        *stall_options(),
     ]
     return (*options, *extra)
 
@@ -138,6 +140,8 @@ class ServerCheck(Check):
     token_header: ClassVar[tuple[str, str]] = ("Authorization", "Bearer {}")
     live: ClassVar[Sequence[Endpoint]] = ()
     ready: ClassVar[Sequence[Endpoint]] = ()
+    #: What ``stall=`` reads (see :mod:`torchprobe.checks.stall`), or why it cannot.
+    metrics: ClassVar[ServerMetrics | NoMetrics | None] = None
     timeout = 5.0
     worker = None
 
@@ -146,12 +150,15 @@ class ServerCheck(Check):
     token: str | None
     header: list[tuple[str, str]]
     insecure: bool
+    stall: float | None
+    metrics_url: Url | None
 
     def __init__(self, **values: Any) -> None:
         super().__init__(**values)
         if not hasattr(self, "model"):
             self.model: str | None = None
         self.notes: dict[str, Any] = {}
+        check_options(self)
 
     # -- what a preset may override ------------------------------------------------
 
@@ -184,6 +191,12 @@ class ServerCheck(Check):
 
         if any(u is not None and u.scheme == "https" for u in self._bases().values()):
             import ssl  # noqa: F401
+        if getattr(self, "stall", None) is not None:  # a plugin's options may lack it
+            import prometheus_client.parser  # noqa: F401
+
+            metrics_url = getattr(self, "metrics_url", None)
+            if metrics_url is not None and metrics_url.scheme == "https":
+                import ssl  # noqa: F401
 
     def run(self) -> Outcome:
         start = time.monotonic()
@@ -201,6 +214,8 @@ class ServerCheck(Check):
                 note = self._probe(endpoint, clock, answers)
                 if note:
                     seen.append(note)
+            if getattr(self, "stall", None) is not None:
+                seen.append(progress(self, clock))
         except CheckFailed as exc:
             exc.details = {**details, "endpoints": answers, **self.notes, **exc.details}
             exc.details["elapsed_ms"] = round((time.monotonic() - start) * 1000, 1)
@@ -233,11 +248,8 @@ class ServerCheck(Check):
         shown = self._shown_fields()
         shows = endpoint.shows.format(**shown)
         fails = (endpoint.fails or f"not {endpoint.shows}").format(**shown)
-        headers = list(self.header)
         token = self.token_for(endpoint)
-        name, value = self.token_header
-        if token and not any(k.lower() == name.lower() for k, _ in headers):
-            headers.insert(0, (name, value.format(token)))
+        headers = self.request_headers(token)
         body = endpoint.body(self) if endpoint.body else None
         if endpoint.info:  # an extra for the report may not eat the verdict's time
             budget = min(INFO_TIME, clock.left() / 2)
@@ -293,6 +305,14 @@ class ServerCheck(Check):
                     return None
                 raise
         return None if endpoint.info else shows
+
+    def request_headers(self, token: str | None) -> list[tuple[str, str]]:
+        """``header=`` and, unless one of them already is, the token's header."""
+        headers = list(self.header)
+        name, value = self.token_header
+        if token and not any(k.lower() == name.lower() for k, _ in headers):
+            headers.insert(0, (name, value.format(token)))
+        return headers
 
     def _shown_fields(self) -> dict[str, str]:
         version = getattr(self, "version", None)

@@ -76,9 +76,12 @@ class _Tracker:
         self.guard.__enter__()
         self.active = True
 
-    def end(self, exc: BaseException | None = None) -> None:
+    def end(self, exc: BaseException | None = None, counted: bool = True) -> None:
         if self.active:
             self.active = False
+            if not counted:
+                self.guard.cancel()
+                return
             self.guard.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
 
 
@@ -86,7 +89,7 @@ def _untrack(scope: Scope, monitor: Monitor) -> None:
     """Called by each endpoint: stop tracking this request, track the loop."""
     tracker = scope.get(_TRACKER)
     if tracker is not None:
-        tracker.end()
+        tracker.end(counted=False)  # a probe's request is no completed work
     _track_loop(monitor)
 
 

@@ -65,12 +65,18 @@ class Answer(NamedTuple):
 
 
 class Family(NamedTuple):
-    """One gauge and its samples: what both exposition paths render."""
+    """One gauge or counter and its samples: what both exposition paths render."""
 
     name: str
     help: str
     labels: tuple[str, ...]
     samples: list[tuple[tuple[str, ...], float]]
+    #: "gauge", or "counter": its sample is NAME_total.
+    kind: str = "gauge"
+
+
+#: The counters among the families (every other one is a gauge).
+COUNTERS = frozenset({"torchprobe_requests_completed"})
 
 
 # fmt: off
@@ -86,6 +92,8 @@ _SPECS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("torchprobe_check_duration_seconds", "Wall time of each periodic check in its last round.",
      ("check", "name")),
     ("torchprobe_requests_in_flight", "Requests in flight inside monitor.guard().", ()),
+    ("torchprobe_requests_completed", "Requests that left monitor.guard() (returned or raised) "
+     "in this process.", ()),
     ("torchprobe_oldest_request_seconds", "Age of the oldest request in flight (0 when none).", ()),
     ("torchprobe_event_loop_lag_seconds", "Lag of the event loop; absent when not tracked.", ()),
     ("torchprobe_state_age_seconds", "Seconds since the state was taken: a worker whose monitor "
@@ -128,7 +136,8 @@ def health_document(state: dict[str, Any], kind: Kind) -> tuple[int, dict[str, A
 
 def families(states: Sequence[dict[str, Any]], by_pid: bool) -> list[Family]:
     """The gauges for one or several workers' states (``by_pid``: label with ``pid``)."""
-    out = {name: Family(name, text, (("pid",) if by_pid else ()) + labels, [])
+    out = {name: Family(name, text, (("pid",) if by_pid else ()) + labels, [],
+                        "counter" if name in COUNTERS else "gauge")
            for name, text, labels in _SPECS}  # fmt: skip
     now = time.time()
     for state in states:
@@ -151,6 +160,7 @@ def families(states: Sequence[dict[str, Any]], by_pid: bool) -> list[Family]:
             add("torchprobe_check_duration_seconds", check.get("duration") or 0.0, *names)
         busy = state.get("busy") or {}
         add("torchprobe_requests_in_flight", busy.get("in_flight") or 0)
+        add("torchprobe_requests_completed", busy.get("completed") or 0)
         add("torchprobe_oldest_request_seconds", busy.get("oldest_seconds") or 0.0)
         if busy.get("loop_lag_seconds") is not None:
             add("torchprobe_event_loop_lag_seconds", busy["loop_lag_seconds"])
@@ -167,11 +177,14 @@ def render_text(fams: Iterable[Family]) -> str:
     """The text exposition format by hand, for when prometheus_client is absent."""
     lines: list[str] = []
     for fam in fams:
-        lines += [f"# HELP {fam.name} {fam.help}", f"# TYPE {fam.name} gauge"]
+        # A counter's sample is NAME_total, and its TYPE line names it so, as
+        # prometheus_client writes the text format.
+        name = f"{fam.name}_total" if fam.kind == "counter" else fam.name
+        lines += [f"# HELP {name} {fam.help}", f"# TYPE {name} {fam.kind}"]
         for values, value in fam.samples:
             pairs = list(zip(fam.labels, values, strict=True))
             labels = label_set(pairs) if pairs else ""
-            lines.append(f"{fam.name}{labels} {sample(value)}")
+            lines.append(f"{name}{labels} {sample(value)}")
     return "\n".join(lines) + "\n"
 
 
@@ -214,14 +227,15 @@ class MonitorCollector(_CollectorBase):
         self.aggregate = aggregate
 
     def _metrics(self, fams: Iterable[Family]) -> list[Metric]:
-        from prometheus_client.core import GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         out: list[Metric] = []
         for fam in fams:
-            gauge = GaugeMetricFamily(fam.name, fam.help, labels=fam.labels)
+            kind = CounterMetricFamily if fam.kind == "counter" else GaugeMetricFamily
+            family = kind(fam.name, fam.help, labels=fam.labels)
             for values, value in fam.samples:
-                gauge.add_metric(list(values), value)
-            out.append(gauge)
+                family.add_metric(list(values), value)
+            out.append(family)
         return out
 
     def describe(self) -> list[Metric]:

@@ -15,7 +15,7 @@ import math
 from typing import TextIO
 
 from ..base import Status
-from ..results import Report, distinct_names
+from ..results import Report, Result, distinct_names
 from ..scrub import clean
 
 __all__ = ["label_set", "render_prometheus", "sample"]
@@ -86,4 +86,27 @@ def render_prometheus(report: Report, fp: TextIO) -> None:
     for r, name in results:
         labels = _labels(check=r.check, name=name)
         lines.append(f"torchprobe_check_duration_seconds{labels} {sample(round(r.duration, 6))}")
+    lines += _progress(results)
     fp.write("\n".join(lines) + "\n")
+
+
+def _progress(results: list[tuple[Result, str]]) -> list[str]:
+    """The figures of stall= and the progress check, where a check has them."""
+    figures = [(r, name, r.details.get("progress")) for r, name in results]
+    shown = [(r, name, f) for r, name, f in figures if isinstance(f, dict) and "pending" in f]
+    if not shown:
+        return []
+    lines = [
+        "# HELP torchprobe_progress_pending Work pending in the server's metrics (stall=).",
+        "# TYPE torchprobe_progress_pending gauge",
+    ]
+    lines += [f"torchprobe_progress_pending{_labels(check=r.check, name=name)} "
+              f"{sample(float(f['pending']))}" for r, name, f in shown]  # fmt: skip
+    lines += [
+        "# HELP torchprobe_progress_seconds_since Seconds since a done counter last moved.",
+        "# TYPE torchprobe_progress_seconds_since gauge",
+    ]
+    lines += [f"torchprobe_progress_seconds_since{_labels(check=r.check, name=name)} "
+              f"{sample(float(f.get('seconds_since_progress', 0.0)))}"
+              for r, name, f in shown]  # fmt: skip
+    return lines
