@@ -37,18 +37,23 @@ __all__ = ["Interrupted", "Planned", "plan", "run"]
 INLINE_GRACE = 0.2
 
 
-def run(planned: list[Planned], deadline: float, budget: float) -> list[Result]:
+def run(planned: list[Planned], deadline: float, budget: float,
+        liveness_only: bool = False) -> list[Result]:  # fmt: skip
     """Run every planned check; return results in the order the checks were given.
 
     ``deadline`` is a ``time.monotonic()`` value: nothing runs past it.
-    ``budget`` is the run's whole timeout, for messages.
+    ``budget`` is the run's whole timeout, for messages. With
+    ``liveness_only`` a plugin's worker refuses a plugin that declares
+    readiness (a usage error) before it runs any check.
     """
-    return _Run(planned, deadline, budget).go()
+    return _Run(planned, deadline, budget, liveness_only).go()
 
 
 class _Run:
-    def __init__(self, planned: list[Planned], deadline: float, budget: float) -> None:
+    def __init__(self, planned: list[Planned], deadline: float, budget: float,
+                 liveness_only: bool = False) -> None:  # fmt: skip
         self.planned = planned
+        self.liveness_only = liveness_only
         self.by_index = {p.index: p for p in planned}
         self.deadline = deadline
         self.budget = budget
@@ -124,7 +129,7 @@ class _Run:
 
         job = [
             {"index": p.index, "check": p.occurrence.check, "token": p.occurrence.text,
-             "ref": p.reference, "plugin": p.plugin}
+             "ref": p.reference, "plugin": p.plugin, "liveness_only": self.liveness_only}
             for p in members
         ]  # fmt: skip
         for p in members:
@@ -198,6 +203,7 @@ class _Run:
                     p.occurrence.label = event.get("label") or p.occurrence.label
                 p.occurrence.secrets.extend(event.get("secrets") or ())
                 p.timeout = float(event.get("timeout") or p.timeout)
+                p.readiness = event.get("readiness")
             elif kind == "setup":
                 worker.current = p.index
                 p.phase = "setting up (importing its dependencies)"

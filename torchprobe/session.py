@@ -65,9 +65,10 @@ def choose_checks(arguments: tuple[str, ...], profile: str | None, profile_from_
 
 
 def run_rounds(tokens: list[str], timeout: float, started: float, wait: float | None,
-               interval: float) -> Report:  # fmt: skip
+               interval: float, liveness_only: bool = False) -> Report:  # fmt: skip
     """Run the checks once, or with ``wait`` until a round passes or the time is
-    spent. Each round has its own deadline; the whole wait never overruns."""
+    spent. Each round has its own deadline; the whole wait never overruns.
+    ``liveness_only``: a plugin that declares readiness is a usage error."""
     from . import engine
 
     engine.plan(tokens, os.environ)  # a usage error stops at once, before any round
@@ -80,8 +81,11 @@ def run_rounds(tokens: list[str], timeout: float, started: float, wait: float | 
         deadline = round_start + timeout - DEADLINE_MARGIN
         if end is not None:
             deadline = min(deadline, end - DEADLINE_MARGIN)
-        results = engine.run(engine.plan(tokens, os.environ), deadline, timeout)
+        planned = engine.plan(tokens, os.environ)
+        results = engine.run(planned, deadline, timeout, liveness_only=liveness_only)
         report = Report(results, time.monotonic() - started, __version__, rounds)
+        report.undeclared = [p.occurrence.label for p in planned
+                             if p.plugin and p.readiness is None]  # fmt: skip
         if end is None or report.healthy:
             return report
         left = end - time.monotonic()
@@ -104,7 +108,8 @@ def dry_run(source: Source, timeout: float, fmt: str, config: str | None,
     checks: list[dict[str, Any]] = [
         {"check": p.occurrence.check, "name": p.occurrence.label, "options": p.occurrence.shown,
          "timeout": p.timeout,
-         "runs_in": f"worker process ({p.worker})" if p.worker else "torchprobe process"}
+         "runs_in": f"worker process ({p.worker})" if p.worker else "torchprobe process",
+         "probes": _probes(p.readiness)}
         for p in planned
     ]  # fmt: skip
     if fmt == "json":
@@ -120,5 +125,14 @@ def dry_run(source: Source, timeout: float, fmt: str, config: str | None,
     for c in checks:
         options = ",".join(f"{k}={v}" for k, v in c["options"].items()) or "(defaults)"
         lines.append(f"  {c['name']}: {c['check']} {options}; timeout {c['timeout']:g}s; "
-                     f"runs in the {c['runs_in']}")  # fmt: skip
+                     f"runs in the {c['runs_in']}; {c['probes'] or _UNDECLARED}")  # fmt: skip
     fp.write("\n".join(lines) + "\n")
+
+
+#: A plugin's declaration, which only its worker can ask: a dry run imports no plugin.
+_UNDECLARED = "readiness or liveness: declared by the plugin when it loads"
+
+
+def _probes(readiness: bool | None) -> str | None:
+    """What a check judges, for --dry-run: readiness, liveness, or None (a plugin)."""
+    return None if readiness is None else "readiness" if readiness else "liveness"
