@@ -46,26 +46,29 @@ INLINE_GRACE = 0.2
 INLINE_THREADS = 64
 
 
-def run(planned: list[Planned], deadline: float, budget: float,
-        liveness_only: bool = False) -> list[Result]:  # fmt: skip
+def run(planned: list[Planned], deadline: float, budget: float, liveness_only: bool = False,
+        wait: float | None = None) -> list[Result]:  # fmt: skip
     """Run every planned check; return results in the order the checks were given.
 
     ``deadline`` is a ``time.monotonic()`` value: nothing runs past it.
-    ``budget`` is the run's whole timeout, for messages. With
-    ``liveness_only`` a plugin's worker refuses a plugin that declares
+    ``budget`` is the run's whole timeout, for messages; ``wait`` is the
+    ``--wait`` time where its end, not the round's timeout, is the deadline.
+    With ``liveness_only`` a plugin's worker refuses a plugin that declares
     readiness (a usage error) before it runs any check.
     """
-    return _Run(planned, deadline, budget, liveness_only).go()
+    return _Run(planned, deadline, budget, liveness_only, wait).go()
 
 
 class _Run:
     def __init__(self, planned: list[Planned], deadline: float, budget: float,
-                 liveness_only: bool = False) -> None:  # fmt: skip
+                 liveness_only: bool = False, wait: float | None = None) -> None:  # fmt: skip
         self.planned = planned
         self.liveness_only = liveness_only
+        #: What the deadline is, for messages: "<cut> 1.2s into the check".
+        self.cut = (f"the --wait time ({_secs(wait)}) ran out" if wait is not None
+                    else f"the run's deadline ({_secs(budget)}) passed")  # fmt: skip
         self.by_index = {p.index: p for p in planned}
         self.deadline = deadline
-        self.budget = budget
         self.selector = selectors.DefaultSelector()
         self.workers: list[Any] = []
         self.janitor: Any = None
@@ -251,7 +254,7 @@ class _Run:
                     p.occurrence.label = event.get("label") or p.occurrence.label
                 p.occurrence.secrets.extend(event.get("secrets") or ())
                 p.timeout = float(event.get("timeout") or p.timeout)
-                p.readiness = event.get("readiness")
+                p.declared = event.get("readiness")
             elif kind == "setup":
                 worker.current = p.index
                 p.phase = "setting up (importing its dependencies)"
@@ -330,8 +333,7 @@ class _Run:
 
     def _timed_out(self, p: Planned, now: float) -> str:
         if p.capped:
-            return (f"timed out: the run's deadline ({_secs(self.budget)}) passed "
-                    f"{_secs(now - (p.started or now))} into the check")  # fmt: skip
+            return f"timed out: {self.cut} {_secs(now - (p.started or now))} into the check"
         return f"timed out after {_secs(p.timeout)}"
 
     def _unregister(self, worker: Any) -> None:
@@ -345,11 +347,10 @@ class _Run:
         """A check the run's deadline cut short."""
         now = time.monotonic()
         if p.phase == "running" and p.started is not None:
-            p.fail(f"timed out: the run's deadline ({_secs(self.budget)}) passed "
-                   f"{_secs(now - p.started)} into the check", now - p.started)  # fmt: skip
+            p.fail(f"timed out: {self.cut} {_secs(now - p.started)} into the check",
+                   now - p.started)  # fmt: skip
         else:
-            p.fail(f"not finished: the run's deadline ({_secs(self.budget)}) passed "
-                   f"while {_doing(p)}")  # fmt: skip
+            p.fail(f"not finished: {self.cut} while {_doing(p)}")
 
 
 def _doing(p: Planned) -> str:

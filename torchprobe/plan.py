@@ -20,7 +20,7 @@ class Planned:
 
     __slots__ = (
         "index", "occurrence", "cls", "reference", "plugin", "worker",
-        "instance", "timeout", "capped", "phase", "started", "limit", "results", "readiness",
+        "instance", "timeout", "capped", "phase", "started", "limit", "results", "declared",
     )  # fmt: skip
 
     def __init__(self, index: int, occurrence: Occurrence, cls: type[Check] | None,
@@ -43,8 +43,16 @@ class Planned:
         self.started: float | None = None
         self.limit: float | None = None
         self.results: list[Result] | None = None
-        #: Whether it checks readiness; for a plugin, None until its worker says.
-        self.readiness: bool | None = instance.checks_readiness() if instance else None
+        #: A plugin's readiness, as its worker reports it (None until then).
+        self.declared: bool | None = None
+
+    @property
+    def readiness(self) -> bool | None:
+        """Whether it checks readiness; for a plugin, None until its worker says.
+        Asked only when wanted: a run of thousands of checks need not."""
+        if self.instance is not None:
+            return self.instance.checks_readiness()
+        return self.declared
 
     def finish(
         self, outcomes: Sequence[Outcome], duration: float, error: str | None = None

@@ -39,6 +39,7 @@ READINESS_PATHS = frozenset({"ready", "readyz", "readiness"})
 _REDIRECTS = (301, 302, 303, 307, 308)
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^?#]*)(\?[^#]*)?(#.*)?", re.S)
 _HOST = re.compile(r"[A-Za-z0-9._~-]+|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _STATUS = re.compile(r"([1-5])(?:xx|\d\d)", re.I)
 # Sent by torchprobe itself, which sends no body and closes after one exchange.
@@ -86,7 +87,7 @@ def parse_url(value: str, schemes: tuple[str, ...] = ("http", "https")) -> Url:
     """Parse and check a URL; ``ValueError`` says what is wrong, without credentials."""
     value = value.strip()
     shown = repr(_scrub(value))
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+    if _CONTROL.search(value):
         raise ValueError(f"{shown} contains a space or control character (percent-encode it)")
     match = _URL.fullmatch(value)
     if match is None:
