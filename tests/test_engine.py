@@ -206,3 +206,9 @@ def test_thousands_of_in_process_checks_end_by_the_deadline(kind: str) -> None:
     assert all(c["message"].startswith(("timed out", "not finished")) for c in failed)
     waiting = [c for c in failed if "while waiting for a free thread" in c["message"]]
     assert waiting, "more checks than threads: some never started"
+
+
+def test_more_checks_than_the_documented_maximum_is_a_usage_error() -> None:
+    result = run_cli("--timeout", "2", *["tcp:address=127.0.0.1:1"] * 5001, timeout=120)
+    assert result.rc == 1 and result.stdout == ""
+    assert result.stderr == "torchprobe: error: 5001 checks: at most 5000 in one run\n"

@@ -176,7 +176,8 @@ class _Command(click.Command):
     "--restart-after",
     type=click.IntRange(min=1),
     metavar="N",
-    help="After N failed runs in a row, signal the container's main process (plain Docker).",
+    help="After N failed runs in a row, signal the container's main process (plain Docker); "
+    "liveness checks only: one that checks readiness is refused.",
     env="RESTART_AFTER",
 )
 @_option(
