@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .statusdir import remove_quietly, resolve_status_dir, write_atomically
+from .statusdir import configured_status_dir, remove_quietly, resolve_status_dir, write_atomically
 
 __all__ = ["StatusWriter"]
 
@@ -30,9 +30,9 @@ class StatusWriter:
         self._setting = setting
         self._snapshot = snapshot
         self._warn = warn
-        #: Where the file goes; resolved in the writer's thread, since finding
-        #: the default place creates directories.
-        self.directory: str | None = None
+        #: Where the file goes: the place it was told, else found in the
+        #: writer's thread, since finding the default place creates directories.
+        self.directory: str | None = configured_status_dir(setting)
         self._news = threading.Event()
         self._stopping = False
         self._done = threading.Event()
