@@ -1,8 +1,8 @@
 """N ``http`` checks in one run, against endpoints that each answer after 300 ms.
 
-torchprobe runs socket checks in threads of its own process, all at once, so
-the run should take about as long as its slowest check, not the sum: 20 such
-checks must finish in under twice the time of one.
+torchprobe runs socket checks in threads of its own process, up to 128 at
+once, so the run should take about as long as its slowest check, not the
+sum: 20 such checks must finish in under twice the time of one.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -182,3 +183,32 @@ def test_torch_is_imported_once_per_run_and_never_by_torchprobe_itself(tmp_path:
     records = [line.split(" ", 1) for line in log.read_text().splitlines()]
     assert len({pid for pid, _ in records}) == 1, records  # one process imported torch
     assert all(argv.endswith(("torchprobe.worker", "torchprobe/worker.py")) for _, argv in records)
+
+
+@pytest.mark.parametrize("kind", ["tcp", "http"])
+def test_thousands_of_in_process_checks_end_by_the_deadline(kind: str) -> None:
+    # A listener that never accepts: once its backlog is full, every further
+    # connection waits for an answer that never comes.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        check = (f"tcp:address=127.0.0.1:{port}" if kind == "tcp"
+                 else f"http:url=http://127.0.0.1:{port}/health")  # fmt: skip
+        result = run_cli("--timeout", "2", "--format", "json", *[check] * 5000, timeout=120)
+    assert result.rc == 1 and result.stderr == ""
+    assert result.elapsed < 2 + 1, result.elapsed
+    checks = json.loads(result.stdout)["checks"]
+    assert len(checks) == 5000
+    failed = [c for c in checks if c["status"] == "fail"]
+    # The backlog may take a connection or two, which then pass.
+    assert len(failed) >= 4990
+    assert all(c["message"].startswith(("timed out", "not finished")) for c in failed)
+    waiting = [c for c in failed if "while waiting for a free thread" in c["message"]]
+    assert waiting, "more checks than threads: some never started"
+
+
+def test_more_checks_than_the_documented_maximum_is_a_usage_error() -> None:
+    result = run_cli("--timeout", "2", *["tcp:address=127.0.0.1:1"] * 5001, timeout=120)
+    assert result.rc == 1 and result.stdout == ""
+    assert result.stderr == "torchprobe: error: 5001 checks: at most 5000 in one run\n"

@@ -5,15 +5,19 @@ tests/checks/test_status_file.py with real serving processes.)"""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import run_cli
 
 from torchprobe.base import UsageError
 from torchprobe.monitor import Monitor
@@ -194,15 +198,21 @@ def test_checks_run_at_most_once_per_interval_however_often_it_is_asked(
     make: Callable[..., Monitor], tmp_path: Path
 ) -> None:
     counter = tmp_path / "runs"
-    m = make([f"counts:path={counter}"], interval=0.5)
     started = time.monotonic()
-    asked = 0
-    while time.monotonic() - started < 1.6:
-        m.live(), m.ready(), m.state()
-        asked += 1
-    runs = counter.read_text().count("run")
-    assert asked > 1000
-    assert 2 <= runs <= 5, runs
+    m = make([f"counts:path={counter}"], interval=0.5)
+
+    def runs() -> int:
+        for _ in range(100):  # asked far more often than once per interval
+            m.live(), m.ready(), m.state()
+        return counter.read_text().count("run") if counter.exists() else 0
+
+    deadline = started + 60
+    while (counted := runs()) < 3:
+        assert time.monotonic() < deadline, f"only {counted} rounds in 60 s"
+    elapsed = time.monotonic() - started
+    # Round k starts no earlier than k intervals after the first, which is no
+    # earlier than `started`: however slow the machine, at most this many.
+    assert counted <= elapsed / 0.5 + 1, (counted, elapsed)
 
 
 def test_the_cpu_tensor_check_runs_in_process_and_reports(make: Callable[..., Monitor]) -> None:
@@ -239,6 +249,23 @@ def test_an_unwritable_status_dir_warns_once_and_never_breaks_the_app(
     assert m.ready()
     warnings = [r for r in caplog.records if "cannot write the status file" in r.message]
     assert len(warnings) == 1
+
+
+def test_a_second_monitor_in_a_process_is_an_error_when_it_is_made(
+    make: Callable[..., Monitor],
+) -> None:
+    first = make()
+    with pytest.raises(RuntimeError, match=r"already has a Monitor \(made at .*test_monitor"):
+        Monitor(["ok"], status_dir=False)
+    first.stop()
+    second = make()  # once the first is stopped, another may be made
+    assert second.live()
+
+
+def test_a_dropped_monitor_that_never_started_does_not_block_a_new_one() -> None:
+    Monitor(["ok"], status_dir=False)  # made and dropped at once
+    gc.collect()
+    Monitor(["ok"], status_dir=False).stop()
 
 
 def test_bad_checks_fail_when_the_monitor_is_made() -> None:
@@ -293,3 +320,128 @@ def test_a_plugins_options_are_parsed_against_its_own_declarations(
     m = make(["rich:items=3"])  # items is an integer option of the plugin
     wait_for(lambda: m.state()["checks"])
     assert [c["name"] for c in m.state()["checks"]] == ["rich[0]", "rich[1]", "rich[2]"]
+
+
+# --- the file system, off the request path ------------------------------------------
+
+
+class FileSystem:
+    """What this process asks of the file system, through the audit events
+    CPython raises for every file operation (``open`` for builtins.open and
+    os.open alike, ``os.rename`` for os.replace, ...), and a stand-in for a
+    hung one: from ``hang(directory)`` on, an open() of a path under it
+    waits until ``release()``, as on an NFS mount whose server is gone (no
+    such mount, nor FUSE, can be made here)."""
+
+    EVENTS = frozenset({"open", "os.rename", "os.remove", "os.mkdir", "os.rmdir",
+                        "os.listdir", "os.scandir", "os.chmod", "os.truncate", "os.utime",
+                        "os.link"})  # fmt: skip
+
+    def __init__(self) -> None:
+        self.watched: set[int] = set()  # threads whose file operations are recorded
+        self.seen: list[tuple[str, tuple[Any, ...]]] = []
+        self.hung: str | None = None
+        self.looking = 0  # the thread that called hang(): the test itself looks on
+        self.blocked = threading.Event()
+        self.released = threading.Event()
+
+    def hook(self, event: str, args: tuple[Any, ...]) -> None:
+        if event not in self.EVENTS:
+            return
+        if threading.get_ident() in self.watched:
+            self.seen.append((event, args))
+        if (
+            self.hung
+            and event == "open"
+            and isinstance(args[0], (str, bytes))
+            and (threading.get_ident() != self.looking)
+        ):
+            if os.fsdecode(args[0]).startswith(self.hung):
+                self.blocked.set()
+                self.released.wait()
+
+    def hang(self, directory: Path) -> None:
+        self.looking = threading.get_ident()
+        self.hung = str(directory) + os.sep
+
+    def release(self) -> None:
+        self.hung = None
+        self.released.set()
+
+
+_filesystems: list[FileSystem] = []
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    for fs in _filesystems:
+        fs.hook(event, args)
+
+
+@pytest.fixture
+def filesystem() -> Iterator[FileSystem]:
+    if not getattr(sys, "_torchprobe_test_audit", False):
+        sys.addaudithook(_audit)  # for good: a hook cannot be removed
+        sys._torchprobe_test_audit = True  # type: ignore[attr-defined]
+    fs = FileSystem()
+    _filesystems.append(fs)
+    yield fs
+    fs.release()
+    _filesystems.remove(fs)
+
+
+def sticky_error() -> AcceleratorError:
+    return AcceleratorError("CUDA error: an illegal memory access was encountered", 700)
+
+
+def requests(m: Monitor) -> None:
+    """What a serving process's request handlers call."""
+    with m.guard():
+        pass
+    try:
+        with m.guard():
+            raise sticky_error()
+    except AcceleratorError:
+        pass
+    m.loading()
+    m.loaded()
+    m.live(), m.ready(), m.state()
+
+
+def test_requests_never_touch_the_file_system(make: Callable[..., Monitor], tmp_path: Path,
+                                              filesystem: FileSystem) -> None:  # fmt: skip
+    m = make()  # not started: the first request starts it, from the request's thread
+    filesystem.watched.add(threading.get_ident())
+    requests(m)
+    filesystem.watched.clear()
+    assert filesystem.seen == []
+    path = tmp_path / "status" / f"{os.getpid()}.json"
+    wait_for(lambda: path.exists() and json.loads(path.read_text())["sticky"] is not None)
+
+
+def test_a_hung_file_system_never_blocks_a_request_and_shows_as_a_stale_file(
+    make: Callable[..., Monitor], tmp_path: Path, filesystem: FileSystem
+) -> None:
+    status = tmp_path / "status"
+    m = make(interval=0.2).start()
+    path = status / f"{os.getpid()}.json"
+    wait_for(lambda: path.exists())
+    filesystem.hang(status)
+    assert filesystem.blocked.wait(10), "the writer never wrote again"
+    served = threading.Event()
+
+    def serve() -> None:
+        requests(m)
+        served.set()
+
+    threading.Thread(target=serve, daemon=True).start()
+    # A request that waited for the file system would wait for good.
+    assert served.wait(30), "a request waited for the hung file system"
+    assert m.state()["sticky"] is not None and not m.live()
+    written = json.loads(path.read_text())
+    assert written["sticky"] is None, "the file is as it was before the hang"
+    # The status-file check, in its own process, sees the file go stale.
+    wait_for(lambda: time.time() - written["updated"] > 1.5, seconds=30)
+    probe = run_cli(f"status-file:path={status},max-age=1s")
+    assert probe.rc == 1 and f"pid {os.getpid()} stale" in probe.stdout, probe.stdout
+    filesystem.release()
+    wait_for(lambda: json.loads(path.read_text())["sticky"] is not None)

@@ -186,6 +186,18 @@ def test_wait_never_overruns_even_when_a_check_hangs() -> None:
     assert result.rc == 1 and result.elapsed < 3.6, result.elapsed
 
 
+def test_wait_names_the_budget_that_ran_out() -> None:
+    # --wait 2s with a 5 s round: the wait's end, not the round's, is the deadline.
+    result = run_cli("--wait", "2s", "--timeout", "5", "gilhang:seconds=60", "importhang")
+    assert result.rc == 1 and result.elapsed < 3.6, result.elapsed
+    assert "FAIL  gilhang     timed out: the --wait time (2s) ran out " in result.stdout
+    assert "FAIL  importhang  not finished: the --wait time (2s) ran out while" in result.stdout
+    assert "the run's deadline" not in result.stdout
+    # Without --wait, the run's own deadline.
+    plain = run_cli("--timeout", "1", "gilhang:seconds=60")
+    assert "timed out: the run's deadline (1s) passed" in plain.stdout
+
+
 def test_wait_stops_at_once_on_a_usage_error() -> None:
     result = run_cli("--wait", "30s", "nosuch")
     assert result.rc == 1 and result.elapsed < 5 and "unknown check" in result.stderr

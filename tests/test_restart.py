@@ -27,15 +27,6 @@ from torchprobe.base import UsageError
 from torchprobe.restart import RestartPolicy, process_life
 
 
-@pytest.fixture
-def target() -> Iterator[subprocess.Popen[bytes]]:
-    """A process to restart: a plain `sleep`, which SIGTERM ends."""
-    child = subprocess.Popen(["sleep", "60"])
-    yield child
-    child.kill()
-    child.wait()
-
-
 class Notes(list[str]):
     def __call__(self, message: str) -> None:
         self.append(message)
@@ -153,43 +144,6 @@ def test_container_detection_needs_positive_evidence(
         (tmp_path / name).write_text(text)
     (tmp_path / "proc" / "1").mkdir(parents=True, exist_ok=True)
     assert restart.in_container(str(tmp_path / "proc"), str(tmp_path)) is expected
-
-
-@pytest.mark.parametrize(
-    "token",
-    [
-        "status-file:mode=ready",
-        "status-file:path=/run/x,mode=ready",
-        "status-file:mode=READY,max-age=5",
-        "http:url=http://127.0.0.1:8000/ready",
-        "http:url=http://127.0.0.1:8000/ready,timeout=2",
-        "http:url=http://h:8000/v2/health/ready",
-        "http:url=http://h:3000/readyz",
-        "http:url=http://h/v2/models/m/ready?verbose=1",
-        "http:url=http://h/readiness/",
-    ],
-)
-def test_readiness_checks_are_refused(token: str) -> None:
-    made = RestartPolicy(2, pid=123)
-    with pytest.raises(UsageError, match="checks readiness"):
-        made.refuse_checks(["nvml", token])
-
-
-@pytest.mark.parametrize(
-    "token",
-    [
-        "status-file",
-        "status-file:mode=live",
-        "http:url=http://h:8000/health",
-        "http:url=http://h:8000/v2/health/live",
-        "http:url=http://h/already-done",
-        "http:url=http://h/readymade/x",
-        "tcp:host=127.0.0.1,port=8000",
-        "cuda",
-    ],
-)
-def test_liveness_checks_are_accepted(token: str) -> None:
-    RestartPolicy(2, pid=123).refuse_checks([token])
 
 
 # --- counting ------------------------------------------------------------------

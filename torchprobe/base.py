@@ -190,6 +190,17 @@ class Check:
         if values:
             raise TypeError(f"{type(self).__name__}: unknown options {sorted(values)}")
 
+    def checks_readiness(self) -> bool:
+        """Whether this configuration of the check judges readiness (the
+        service can take traffic: its model is loaded, it has capacity) rather
+        than liveness (the process can still do its work).
+
+        ``--restart-after`` refuses a readiness check: not ready (a model
+        loading, a server at capacity) is no reason to restart. The default,
+        also for a plugin that declares nothing, is liveness.
+        """
+        return False
+
     def setup(self) -> None:
         """Heavy imports and other preparation, before the check's timeout starts.
 

@@ -179,7 +179,8 @@ class _Command(click.Command):
     "--restart-after",
     type=click.IntRange(min=1),
     metavar="N",
-    help="After N failed runs in a row, signal the container's main process (plain Docker).",
+    help="After N failed runs in a row, signal the container's main process (plain Docker); "
+    "liveness checks only: one that checks readiness is refused.",
     env="RESTART_AFTER",
 )
 @_option(
@@ -278,11 +279,14 @@ def command(
         policy = RestartPolicy.from_options(restart_after, restart_signal, restart_pid,
                                             restart_force, os.environ)  # fmt: skip
         if policy is not None:
-            policy.refuse_checks(source.tokens)
+            from .plan import plan
+
+            policy.refuse_readiness(plan(source.tokens, os.environ))
 
     from .renderers import render
 
-    result = run_rounds(source.tokens, timeout, _STARTED, wait, wait_interval)
+    result = run_rounds(source.tokens, timeout, _STARTED, wait, wait_interval,
+                        liveness_only=policy is not None)  # fmt: skip
     render(result, sys.stdout, fmt, quiet=quiet, verbose=verbose)
     sys.stdout.flush()
     if log_file:
@@ -294,7 +298,7 @@ def command(
 
         write_textfile(prometheus_textfile, result, _note)
     if policy is not None and wait is None:
-        policy.after_run(result.healthy, _make_note(log_file))
+        policy.after_run(result.healthy, _make_note(log_file), result.undeclared)
     return result.exit_code
 
 

@@ -8,8 +8,11 @@ Where deadlines are enforced:
   check in it runs past its own timeout or the run's deadline passes — a thread
   could not, since a hung native call may hold the GIL — and starts a fresh
   one for the checks still waiting in it.
-- Checks that only do socket I/O (``worker = None``) run in threads here; they
-  bound their own I/O, and the engine stops waiting for them at their timeout.
+- Checks that only do socket I/O (``worker = None``) run in threads here, at
+  most :data:`INLINE_THREADS` at a time, each check started by the first
+  free thread; they bound their own I/O, and the engine stops waiting for
+  them at their timeout. A check still waiting for a thread at the run's
+  deadline fails as not started.
 - The run's deadline bounds everything, worker start-up and imports included.
 
 Failures are values: an exception, a timeout or a crash of a check becomes
@@ -18,6 +21,7 @@ that check's failing result and every other check still reports.
 
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import selectors
@@ -36,27 +40,46 @@ __all__ = ["Interrupted", "Planned", "plan", "run"]
 #: Extra time an in-process check gets beyond its timeout to report its own,
 #: more precise failure before the engine reports a bare timeout.
 INLINE_GRACE = 0.2
+#: Threads that run in-process checks. A thread per check did not scale:
+#: starting 4000 of them, each waiting for the GIL that the running ones
+#: contend for, took 6.3 s of a 2 s run (2 cores, Python 3.11). With this many,
+#: 5000 checks end in time, and 100 slow checks still run all at once (the
+#: concurrency benchmark). Checks beyond this many wait for a free thread.
+INLINE_THREADS = 128
 
 
-def run(planned: list[Planned], deadline: float, budget: float) -> list[Result]:
+def run(planned: list[Planned], deadline: float, budget: float, liveness_only: bool = False,
+        wait: float | None = None) -> list[Result]:  # fmt: skip
     """Run every planned check; return results in the order the checks were given.
 
     ``deadline`` is a ``time.monotonic()`` value: nothing runs past it.
-    ``budget`` is the run's whole timeout, for messages.
+    ``budget`` is the run's whole timeout, for messages; ``wait`` is the
+    ``--wait`` time where its end, not the round's timeout, is the deadline.
+    With ``liveness_only`` a plugin's worker refuses a plugin that declares
+    readiness (a usage error) before it runs any check.
     """
-    return _Run(planned, deadline, budget).go()
+    return _Run(planned, deadline, budget, liveness_only, wait).go()
 
 
 class _Run:
-    def __init__(self, planned: list[Planned], deadline: float, budget: float) -> None:
+    def __init__(self, planned: list[Planned], deadline: float, budget: float,
+                 liveness_only: bool = False, wait: float | None = None) -> None:  # fmt: skip
         self.planned = planned
+        self.liveness_only = liveness_only
+        #: What the deadline is, for messages: "<cut> 1.2s into the check".
+        self.cut = (f"the --wait time ({_secs(wait)}) ran out" if wait is not None
+                    else f"the run's deadline ({_secs(budget)}) passed")  # fmt: skip
         self.by_index = {p.index: p for p in planned}
         self.deadline = deadline
-        self.budget = budget
         self.selector = selectors.DefaultSelector()
         self.workers: list[Any] = []
         self.janitor: Any = None
         self.inline_done: queue.Queue[tuple[int, list[Outcome], str | None, float]] = queue.Queue()
+        self.inline_waiting: collections.deque[Planned] = collections.deque()
+        #: In-process checks running now, by index (only the loop's thread changes it).
+        self.inline_running: dict[int, Planned] = {}
+        self.inline_started: queue.Queue[Planned] = queue.Queue()
+        self.first_open = 0  # planned[:first_open] all have results (see _unfinished)
         self.ending = threading.Lock()
         self.ended = False
         self.wake_r, self.wake_w = os.pipe()
@@ -94,40 +117,52 @@ class _Run:
         groups: dict[str, list[Planned]] = {}
         for p in self.planned:
             if p.worker is None:
-                self._start_inline(p)
+                p.phase = f"waiting for a free thread (at most {INLINE_THREADS} at a time)"
+                self.inline_waiting.append(p)
             else:
                 groups.setdefault(p.worker, []).append(p)
         for key, members in groups.items():
             self._spawn(key, members)
+        for n in range(min(INLINE_THREADS, len(self.inline_waiting))):
+            threading.Thread(target=self._inline_thread, name=f"checks-{n}", daemon=True).start()
 
-    def _start_inline(self, p: Planned) -> None:
-        assert p.instance is not None
-        now = time.monotonic()
-        timeout = max(0.001, min(p.timeout, self.deadline - now))
-        p.capped = timeout < p.timeout
-        p.started, p.limit, p.phase = now, now + timeout + INLINE_GRACE, "running"
-        instance = p.instance
-
-        def work() -> None:
-            outcomes, error, duration = execute(instance, timeout)
+    def _inline_thread(self) -> None:
+        """Run waiting in-process checks one after another until none is left."""
+        while True:
+            with self.ending:
+                if self.ended or not self.inline_waiting:
+                    return
+                now = time.monotonic()
+                if now >= self.deadline:
+                    return
+                p = self.inline_waiting.popleft()
+                timeout = max(0.001, min(p.timeout, self.deadline - now))
+                p.capped = timeout < p.timeout
+                p.started, p.limit, p.phase = now, now + timeout + INLINE_GRACE, "running"
+                self.inline_started.put(p)
+                self._wake()
+            assert p.instance is not None
+            outcomes, error, duration = execute(p.instance, timeout)
             self.inline_done.put((p.index, outcomes, error, duration))
             with self.ending:
-                # A check abandoned at its timeout may finish after the run
-                # ended and closed the pipe, whose number may be reused.
-                if not self.ended:
-                    try:
-                        os.write(self.wake_w, b"x")
-                    except BlockingIOError:  # full: the loop is woken already
-                        pass
+                self._wake()
 
-        threading.Thread(target=work, name=f"check-{p.occurrence.label}", daemon=True).start()
+    def _wake(self) -> None:
+        """Wake the loop; the caller holds ``ending``. A check abandoned at its
+        timeout may finish after the run ended and closed the pipe, whose
+        number may be reused."""
+        if not self.ended:
+            try:
+                os.write(self.wake_w, b"x")
+            except BlockingIOError:  # full: the loop is woken already
+                pass
 
     def _spawn(self, key: str, members: list[Planned]) -> None:
         from .workerproc import Janitor, WorkerProcess
 
         job = [
             {"index": p.index, "check": p.occurrence.check, "token": p.occurrence.text,
-             "ref": p.reference, "plugin": p.plugin}
+             "ref": p.reference, "plugin": p.plugin, "liveness_only": self.liveness_only}
             for p in members
         ]  # fmt: skip
         for p in members:
@@ -147,7 +182,21 @@ class _Run:
 
     # -- the loop -------------------------------------------------------------
     def _unfinished(self) -> bool:
-        return any(p.results is None for p in self.planned)
+        # Results are only ever added, so the first open check moves forward:
+        # every call together costs one pass over the plan, however many.
+        planned = self.planned
+        while self.first_open < len(planned) and planned[self.first_open].results is not None:
+            self.first_open += 1
+        return self.first_open < len(planned)
+
+    def _running(self) -> list[Planned]:
+        """The checks whose limits the loop watches: those running in threads
+        here and those running in a worker now."""
+        running = list(self.inline_running.values())
+        for worker in self.workers:
+            if worker.current is not None:
+                running.append(self.by_index[worker.current])
+        return running
 
     def _loop(self) -> None:
         while self._unfinished():
@@ -155,7 +204,7 @@ class _Run:
             if now >= self.deadline:
                 return
             wake = self.deadline
-            for p in self.planned:
+            for p in self._running():
                 if p.results is None and p.limit is not None:
                     wake = min(wake, p.limit)
             for key, _ in self.selector.select(timeout=max(0.0, wake - now)):
@@ -180,10 +229,18 @@ class _Run:
             pass
         while True:
             try:
+                started = self.inline_started.get_nowait()
+            except queue.Empty:
+                break
+            if started.results is None:
+                self.inline_running[started.index] = started
+        while True:
+            try:
                 index, outcomes, error, duration = self.inline_done.get_nowait()
             except queue.Empty:
                 return
             p = self.by_index[index]
+            self.inline_running.pop(index, None)
             if p.results is None:
                 p.finish(outcomes, duration, error)
 
@@ -206,6 +263,7 @@ class _Run:
                 for secret in event.get("secrets") or ():
                     scrub.register(secret)
                 p.timeout = float(event.get("timeout") or p.timeout)
+                p.declared = event.get("readiness")
             elif kind == "setup":
                 worker.current = p.index
                 p.phase = "setting up (importing its dependencies)"
@@ -277,14 +335,14 @@ class _Run:
                     worker, crashed=False,
                     reason=self._timed_out(p, now) + " (its worker process was killed)",
                 )  # fmt: skip
-        for p in self.planned:
-            if p.worker is None and p.results is None and p.limit is not None and now >= p.limit:
+        for p in list(self.inline_running.values()):
+            if p.results is None and p.limit is not None and now >= p.limit:
                 p.fail(self._timed_out(p, now), now - (p.started or now))
+                del self.inline_running[p.index]
 
     def _timed_out(self, p: Planned, now: float) -> str:
         if p.capped:
-            return (f"timed out: the run's deadline ({_secs(self.budget)}) passed "
-                    f"{_secs(now - (p.started or now))} into the check")  # fmt: skip
+            return f"timed out: {self.cut} {_secs(now - (p.started or now))} into the check"
         return f"timed out after {_secs(p.timeout)}"
 
     def _unregister(self, worker: Any) -> None:
@@ -298,11 +356,10 @@ class _Run:
         """A check the run's deadline cut short."""
         now = time.monotonic()
         if p.phase == "running" and p.started is not None:
-            p.fail(f"timed out: the run's deadline ({_secs(self.budget)}) passed "
-                   f"{_secs(now - p.started)} into the check", now - p.started)  # fmt: skip
+            p.fail(f"timed out: {self.cut} {_secs(now - p.started)} into the check",
+                   now - p.started)  # fmt: skip
         else:
-            p.fail(f"not finished: the run's deadline ({_secs(self.budget)}) passed "
-                   f"while {_doing(p)}")  # fmt: skip
+            p.fail(f"not finished: {self.cut} while {_doing(p)}")
 
 
 def _doing(p: Planned) -> str:

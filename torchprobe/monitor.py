@@ -11,8 +11,11 @@ state to ``<status_dir>/<pid>.json`` for the ``status-file`` CLI check, so an
 exec probe sees the server's own context without HTTP and without torch.
 
 Start it in each serving process after any fork (gunicorn: ``post_fork``);
-it also starts lazily on first use. See docs/monitor-contract.md for the
-state document.
+it also starts lazily on first use. One per process: a second one is an
+error when it is made (two would write one status file). Nothing a request
+calls waits for the file system: the status file is written from a thread
+of its own (:mod:`torchprobe.statuswriter`). See docs/monitor-contract.md
+for the state document.
 """
 
 from __future__ import annotations
@@ -25,13 +28,15 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import __version__
 from .base import Check, Status, UsageError
-from .statusdir import pid_start, remove_quietly, resolve_status_dir, write_atomically
+from .statusdir import pid_start
+from .statuswriter import StatusWriter
 from .sticky import StickyError, classify, classify_text
 
 if TYPE_CHECKING:
@@ -44,6 +49,36 @@ F = TypeVar("F", bound=Callable[..., Any])
 SCHEMA_VERSION = 1
 #: How often the event-loop lag probe ticks (seconds).
 LOOP_TICK = 0.5
+#: How long stop() waits for a write under way before it returns anyway.
+STOP_WAIT = 2.0
+
+#: The process's monitor, while one exists and is not stopped.
+_current: weakref.ref[Monitor] | None = None
+_current_lock = threading.Lock()
+
+
+def _claim(monitor: Monitor) -> None:
+    global _current
+    with _current_lock:
+        other = _current() if _current is not None else None
+        if other is not None and not other._stopped:
+            raise RuntimeError(
+                f"torchprobe: this process already has a Monitor (made at {other._made_at}); "
+                "make one per process and share it (it is fork-aware: a forked child uses "
+                "the parent's), or stop() the first one before making another"
+            )
+        _current = weakref.ref(monitor)
+
+
+def _before_fork() -> None:
+    monitor = _current() if _current is not None else None
+    if monitor is not None:
+        monitor._before_fork()
+
+
+# Registered once for the module, not per monitor: a callback would keep its
+# monitor alive for good, and a dropped monitor must not block a new one.
+os.register_at_fork(before=_before_fork)
 
 
 class Verdict:
@@ -106,9 +141,8 @@ class Monitor:
         self._specs = list(checks) if checks is not None else None
         self._checks: list[Check] | None = None
         self._status_setting = status_dir
-        self.status_dir: str | None = None
+        self._writer: StatusWriter | None = None
         self._lock = threading.Lock()
-        self._write_lock = threading.Lock()
         self._wake = threading.Event()
         self._owner: int | None = None
         self._stopped = False
@@ -116,9 +150,18 @@ class Monitor:
         self._lifecycle: dict[str, Any] = {"state": "waiting", "error": None, "since": time.time()}
         self._sticky: dict[str, Any] | None = None
         self._reset()
-        os.register_at_fork(before=self._before_fork)
+        self._pid_start: int | None = pid_start(os.getpid())
         if self._specs is not None:
             self._checks = self._build(self._specs)  # bad CHECK strings fail here, at once
+        caller = sys._getframe(1)  # for the message of a second Monitor
+        self._made_at = f"{caller.f_code.co_filename}:{caller.f_lineno}"
+        _claim(self)
+
+    @property
+    def status_dir(self) -> str | None:
+        """Where this process's status file goes (known once its writer started)."""
+        writer = self._writer
+        return writer.directory if writer is not None else None
 
     # -- life of the monitor -----------------------------------------------------
     def _reset(self) -> None:
@@ -129,7 +172,7 @@ class Monitor:
         self._completed = 0
         self._completed_lock = threading.Lock()
         self._loops: set[int] = set()
-        self._pid_start = pid_start(os.getpid())
+        self._pid_start = None  # read again by the monitor's thread: /proc is a file
         self._results: list[dict[str, Any]] = []
         self._round_failed: list[str] = []
         self._running: tuple[str, float, float] | None = None  # label, started, timeout
@@ -137,7 +180,6 @@ class Monitor:
         self._loop_expected: float | None = None
         self._loop_lag: float | None = None
         self._gpu: dict[str, Any] | None = None
-        self._warned_write = False
 
     def start(self) -> Monitor:
         """Start the monitor's thread in this process (idempotent, fork-aware)."""
@@ -145,22 +187,26 @@ class Monitor:
             pid = os.getpid()
             if self._owner == pid or self._stopped:
                 return self
-            if self._owner is not None:  # a forked child: the parent's thread is not here
+            if self._owner is not None:  # a forked child: the parent's threads are not here
                 self._reset()
             self._owner = pid
-            self._pid_start = pid_start(pid)
-            if self.status_dir is None and self._status_setting is not False:
-                self.status_dir = resolve_status_dir(self._status_setting)
+            # Both threads start here, where the first request may be: neither
+            # this nor anything else a request calls touches a file.
+            self._writer = None
+            if self._status_setting is not False:
+                self._writer = StatusWriter(self._status_setting, self.state, self._warn_write)
         threading.Thread(target=self._run, name="torchprobe-monitor", daemon=True).start()
         return self
 
     def stop(self) -> None:
-        """Stop the thread and remove this process's status file."""
-        self._stopped = True
+        """Stop the threads and remove this process's status file (waiting at
+        most STOP_WAIT seconds for a write under way: the file system may hang)."""
+        with self._lock:
+            self._stopped = True
+            writer = self._writer if self._owner == os.getpid() else None
         self._wake.set()
-        if self.status_dir and self._owner == os.getpid():
-            with self._write_lock:  # not while a write is under way: it would come back
-                remove_quietly(self._status_path())
+        if writer is not None:
+            writer.stop(STOP_WAIT)
 
     def _before_fork(self) -> None:
         torch = sys.modules.get("torch")
@@ -380,6 +426,7 @@ class Monitor:
 
     def _run(self) -> None:
         owner = os.getpid()
+        self._pid_start = pid_start(owner)
         round_thread: threading.Thread | None = None
         next_round = time.monotonic()
         while not self._stopped and self._owner == owner:
@@ -442,21 +489,15 @@ class Monitor:
         self._gpu = {"device": details.get("device"), "name": details.get("name"),
                      "memory_used": total - free, "memory_total": total}  # fmt: skip
 
-    def _status_path(self) -> str:
-        return os.path.join(self.status_dir or "", f"{os.getpid()}.json")
-
     def _publish(self) -> None:
-        """Write the status file now (atomically); a failure warns once, never raises."""
-        if not self.status_dir or self._owner != os.getpid():
-            return
-        with self._write_lock:
-            if self._stopped:
-                return
-            error = write_atomically(self._status_path(), self.state())
-        if error and not self._warned_write:
-            self._warned_write = True
-            log.warning("torchprobe: cannot write the status file in %s: %s",
-                        self.status_dir, error)  # fmt: skip
+        """Have the status file rewritten soon; never waits, never raises."""
+        writer = self._writer
+        if writer is not None and self._owner == os.getpid() and not self._stopped:
+            writer.publish()
+
+    @staticmethod
+    def _warn_write(directory: str, error: str) -> None:
+        log.warning("torchprobe: cannot write the status file in %s: %s", directory, error)
 
 
 def _not_ready(state: str, ago: float) -> str:

@@ -10,7 +10,12 @@ The entry point's name is the check's name. It may point at
   A parameter without a default is a required option; ``**kwargs`` accepts
   any key. The engine consumes ``name`` and ``timeout`` itself. The function's
   docstring's first line is its description in ``--list``; a ``timeout``
-  attribute on the function (seconds) sets its default timeout.
+  attribute on the function (seconds) sets its default timeout. A
+  ``readiness`` attribute says whether it checks readiness: ``True``, or a
+  function of the same keyword options returning a bool; without one it is a
+  liveness check (``--restart-after`` accepts it).
+
+A Check subclass says it by overriding :meth:`~torchprobe.base.Check.checks_readiness`.
 
 Plugin code is imported only in a worker process, never in the torchprobe
 process: a plugin that hangs, crashes or fails to import cannot take the probe
@@ -82,9 +87,23 @@ def function_check(name: str, function: Callable[..., Any]) -> type[Check]:
         "run": _function_run,
         "__module__": getattr(function, "__module__", __name__),
     }
+    readiness = getattr(function, "readiness", False)
+    if readiness is not False:
+        attributes["checks_readiness"] = _function_readiness(readiness)
     if isinstance(getattr(function, "timeout", None), (int, float)):
         attributes["timeout"] = float(function.timeout)  # type: ignore[attr-defined]
     return type(f"{function.__name__}_check", (Check,), attributes)
+
+
+def _function_readiness(declared: Any) -> Callable[[Any], bool]:
+    def checks_readiness(self: Any) -> bool:
+        if not callable(declared):
+            return bool(declared)
+        kwargs = {option.attr: getattr(self, option.attr) for option in self.options}
+        kwargs.update(self.extra)
+        return bool(declared(**kwargs))
+
+    return checks_readiness
 
 
 def _function_init(self: Any, **values: Any) -> None:

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import Interrupted, UsageError
 from .statedir import (  # noqa: F401 - LOCK_WAIT, RUN_DIR: still read as restart.*
@@ -42,13 +41,11 @@ from .statedir import (  # noqa: F401 - LOCK_WAIT, RUN_DIR: still read as restar
 from .statedir import read_text as _read
 from .statusdir import replace_atomically
 
+if TYPE_CHECKING:
+    from .plan import Planned
+
 __all__ = ["STATE_ENV", "RestartPolicy", "in_container", "process_life"]
 
-#: Probe checks that judge readiness. Not ready (a model loading, a server at
-#: capacity) is no reason to restart: only liveness checks may drive one.
-READINESS = re.compile(
-    r"(?:^|[:,])mode=ready(?=,|$)|/(?:ready|readyz|readiness)(?=$|[/?#,])", re.IGNORECASE
-)
 #: Process names of a service manager as PID 1: a system container or a host,
 #: whose PID 1 is not "the app" and must never be sent SIGTERM by default.
 SYSTEM_INITS = frozenset({"systemd", "init", "upstart", "launchd"})
@@ -144,20 +141,31 @@ class RestartPolicy:
     def state_path(self) -> str:
         return os.path.join(self.state_dir, f"restart-{self.pid}.state")
 
-    def refuse_checks(self, tokens: list[str]) -> None:
-        """A usage error for any readiness check: ``mode=ready`` among a check's
-        options, or a URL path ending in /ready, /readyz or /readiness."""
-        for token in tokens:
-            if READINESS.search(token):
-                raise UsageError(
-                    f"--restart-after: {token!r} checks readiness; not ready (a model loading, "
-                    "a server at capacity) is no reason to restart: use a liveness check "
-                    "(status-file:mode=live, a /health or /live endpoint)"
-                )
+    def refuse_readiness(self, planned: Sequence[Planned]) -> None:
+        """A usage error for any check whose configuration judges readiness: not
+        ready (a model loading, a server at capacity) is no reason to restart.
 
-    def after_run(self, healthy: bool, note: Note) -> None:
+        Each check says so itself (:meth:`Check.checks_readiness`). A plugin's
+        code is never imported here: its worker asks it, and refuses before
+        any check in that worker runs (see the engine's ``liveness_only``)."""
+        from .plan import readiness_refused
+
+        for p in planned:
+            if p.readiness and p.instance is not None:
+                raise readiness_refused(p.occurrence, p.instance)
+
+    def after_run(self, healthy: bool, note: Note, undeclared: Sequence[str] = ()) -> None:
         """Count this run and act at the Nth failure in a row. Never raises:
-        whatever goes wrong is one note, and the probe's result stands."""
+        whatever goes wrong is one note, and the probe's result stands.
+
+        ``undeclared``: plugin checks that never said whether they check
+        readiness (they did not load). A failed run with one is not counted:
+        a readiness check must never drive a restart."""
+        if undeclared and not healthy:
+            names = ", ".join(repr(name) for name in undeclared)
+            note(f"torchprobe: restart: this run not counted: plugin check {names} did not load, "
+                 "so it never said whether it checks readiness")  # fmt: skip
+            return
         try:
             self._count(healthy, note)
         except Interrupted:

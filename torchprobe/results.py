@@ -49,7 +49,7 @@ class Report:
     """All results of a run, and the verdict: healthy when nothing failed and
     at least one check passed (all-skipped proves nothing)."""
 
-    __slots__ = ("results", "duration", "version", "rounds")
+    __slots__ = ("results", "duration", "version", "rounds", "undeclared")
 
     def __init__(
         self, results: list[Result], duration: float, version: str, rounds: int = 1
@@ -58,6 +58,8 @@ class Report:
         self.duration = duration
         self.version = version
         self.rounds = rounds  # with --wait: how many rounds ran
+        #: Plugin checks that never said whether they check readiness (not loaded).
+        self.undeclared: list[str] = []
 
     def count(self, status: Status) -> int:
         return sum(1 for r in self.results if r.status is status)

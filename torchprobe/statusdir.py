@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "ENV",
+    "configured_status_dir",
     "default_status_dir",
     "pid_alive",
     "pid_start",
@@ -45,14 +46,20 @@ def default_status_dir() -> str:
     return os.path.join(tempfile.gettempdir(), "torchprobe")
 
 
+def configured_status_dir(setting: Any = None) -> str | None:
+    """The place a writer was told (an explicit path, else the environment),
+    or None; touches no file."""
+    if setting not in (None, True):
+        return str(os.fspath(setting))
+    return os.environ.get(ENV) or None
+
+
 def resolve_status_dir(setting: Any = None) -> str:
     """Where this process writes (for writers): an explicit path, else the
     environment, else the first of /run/torchprobe and the temp directory that
     can be created and written. An explicit place is returned even when it is
     unusable: writing there then warns once."""
-    if setting not in (None, True):
-        return str(os.fspath(setting))
-    configured = os.environ.get(ENV)
+    configured = configured_status_dir(setting)
     if configured:
         return configured
     if _usable(RUN_DIR):

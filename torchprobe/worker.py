@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from . import scrub
 from .base import Check, UsageError
-from .plan import instantiate
+from .plan import instantiate, readiness_refused
 from .runner import capture, describe_exception, execute
 
 PR_SET_PDEATHSIG = 1
@@ -90,6 +90,14 @@ def _prepare(item: dict[str, Any], channel: _Channel) -> tuple[Check | None, Any
         return None, (failure, error)
     check, occurrence = instantiate(loaded[0], item["token"], os.environ)
     if item["plugin"]:
+        readiness = _readiness(check)
+        if item.get("liveness_only") and readiness is not False:
+            if readiness is None:
+                raise UsageError(
+                    f"--restart-after: plugin check {occurrence.check!r} cannot say whether "
+                    "it checks readiness: its checks_readiness() raised"
+                )
+            raise readiness_refused(occurrence, check)
         channel.send(
             "valid",
             index=item["index"],
@@ -97,8 +105,17 @@ def _prepare(item: dict[str, Any], channel: _Channel) -> tuple[Check | None, Any
             shown=occurrence.shown,
             secrets=occurrence.secrets,
             timeout=check.timeout,
+            readiness=readiness,
         )
     return check, None
+
+
+def _readiness(check: Check) -> bool | None:
+    """The plugin's own declaration; None when asking it raised."""
+    try:
+        return bool(check.checks_readiness())
+    except Exception:  # noqa: BLE001 - a plugin's bug is reported, never a crash
+        return None
 
 
 def describe_plugins() -> int:

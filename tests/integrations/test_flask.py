@@ -210,6 +210,12 @@ def test_aggregated_metrics_report_every_worker_from_the_status_dir(
             break
         time.sleep(0.1)
     failed = server.post("/_test/lifecycle/failed").json["pid"]
+    # The monitor writes its file from a thread of its own, soon after the news.
+    written_by_failed = status_dir / f"{failed}.json"
+    deadline = time.monotonic() + 20
+    while json.loads(written_by_failed.read_text())["live"]:
+        assert time.monotonic() < deadline, "the failed worker's file never said so"
+        time.sleep(0.05)
     for _ in range(4):  # whichever worker answers the scrape, it reports both
         live = families(server.get("/metrics").text)["torchprobe_live"]
         assert {int(labels["pid"]): value for labels, value in live} == {

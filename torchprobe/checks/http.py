@@ -34,9 +34,13 @@ __all__ = [
 ]
 
 MAX_REDIRECTS = 5
+#: The last path segments of readiness endpoints: Kubernetes' /readyz, KServe's
+#: and Triton's /v2/health/ready and /v2/models/NAME/ready, /readiness.
+READINESS_PATHS = frozenset({"ready", "readyz", "readiness"})
 _REDIRECTS = (301, 302, 303, 307, 308)
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^?#]*)(\?[^#]*)?(#.*)?", re.S)
 _HOST = re.compile(r"[A-Za-z0-9._~-]+|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _STATUS = re.compile(r"([1-5])(?:xx|\d\d)", re.I)
 # Sent by torchprobe itself, which sends no body and closes after one exchange.
@@ -84,7 +88,7 @@ def parse_url(value: str, schemes: tuple[str, ...] = ("http", "https")) -> Url:
     """Parse and check a URL; ``ValueError`` says what is wrong, without credentials."""
     value = value.strip()
     shown = repr(_scrub(value))
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+    if _CONTROL.search(value):
         raise ValueError(f"{shown} contains a space or control character (percent-encode it)")
     match = _URL.fullmatch(value)
     if match is None:
@@ -235,6 +239,15 @@ class HttpCheck(Check):
             raise UsageError("check 'http': contains= needs method=GET (HEAD has no body)")
         if self.json and self.method == "HEAD":
             raise UsageError("check 'http': json= needs method=GET (HEAD has no body)")
+
+    def checks_readiness(self) -> bool:
+        """A URL whose path ends in /ready, /readyz or /readiness, read as the
+        server reads it: percent-decoded (``/%72eady`` is /ready), any case,
+        a trailing slash ignored."""
+        path = self.url.target.partition("?")[0]
+        decoded = _unquote(path).decode("utf-8", "replace").lower()
+        segments = [s for s in decoded.split("/") if s]
+        return bool(segments) and segments[-1] in READINESS_PATHS
 
     def setup(self) -> None:
         # Imports are charged to the run's deadline here, not to this check's timeout.

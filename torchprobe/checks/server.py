@@ -166,6 +166,12 @@ class ServerCheck(Check):
         """The endpoints of this run, in order (by default: those of ``mode``)."""
         return self.live if self.mode == "live" else self.ready
 
+    def checks_readiness(self) -> bool:
+        """``mode=ready`` (the default) asks whether the server can serve its
+        model: readiness. Every option that makes a configuration ask that
+        (of a model, of an answer) adds its term here."""
+        return self.mode == "ready"
+
     def fields(self) -> dict[str, str]:
         """Values for the braces of endpoint paths."""
         from urllib.parse import quote

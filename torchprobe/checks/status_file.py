@@ -54,6 +54,9 @@ class StatusFileCheck(Check):
     max_age: float | None
     grace: float | None
 
+    def checks_readiness(self) -> bool:
+        return self.mode == "ready"
+
     def run(self) -> Outcome:
         where = self.path or default_status_dir()
         files = self._files(where)

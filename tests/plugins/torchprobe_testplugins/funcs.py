@@ -100,3 +100,31 @@ def cudaspin(seconds: str = "600") -> str:
     torch.cuda._sleep(int(float(seconds) * 2e9))  # cycles: about 2 GHz
     torch.cuda.synchronize()
     return "the kernel finished"
+
+
+def readyfunc(message: str = "ready") -> str:
+    """Passes; declares that it checks readiness."""
+    return message
+
+
+readyfunc.readiness = True  # type: ignore[attr-defined]
+
+
+def modal(mode: str = "live") -> str:
+    """Passes; checks readiness with mode=ready, liveness otherwise."""
+    return f"mode {mode}"
+
+
+modal.readiness = lambda mode="live": mode == "ready"  # type: ignore[attr-defined]
+
+
+def _record_import_pid() -> None:
+    """Appends this process's PID to $TORCHPROBE_TEST_IMPORT_LOG: which
+    processes imported (and ran) plugin code?"""
+    log = os.environ.get("TORCHPROBE_TEST_IMPORT_LOG")
+    if log:
+        with open(log, "a") as fp:
+            fp.write(f"{os.getpid()}\n")
+
+
+_record_import_pid()

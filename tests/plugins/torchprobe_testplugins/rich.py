@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from torchprobe.base import Check, Option, Outcome, failed, passed, skipped
-from torchprobe.options import boolean, integer
+from torchprobe.options import boolean, choice, integer
 
 
 class RichCheck(Check):
@@ -42,3 +42,27 @@ class RichCheck(Check):
                 else passed(message, target=str(i), item=i)
             )
         return lines
+
+
+class GateCheck(Check):
+    description = "passes; checks readiness unless mode=live (the default is ready)"
+    options = (Option("mode", choice("live", "ready"), default="ready", help="live|ready"),)
+    timeout = 3.0
+
+    mode: str
+
+    def checks_readiness(self) -> bool:
+        return self.mode == "ready"
+
+    def run(self) -> str:
+        return f"gate {self.mode}"
+
+
+class UnsureCheck(Check):
+    description = "passes; asking whether it checks readiness raises"
+
+    def checks_readiness(self) -> bool:
+        raise RuntimeError("cannot tell")
+
+    def run(self) -> str:
+        return "unsure"
