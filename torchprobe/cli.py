@@ -282,16 +282,19 @@ def command(
     result = run_rounds(source.tokens, timeout, _STARTED, wait, wait_interval)
     render(result, sys.stdout, fmt, quiet=quiet, verbose=verbose)
     sys.stdout.flush()
+    # The run's deadline bounds the files too: a lock another process holds
+    # costs this run its line, never its deadline.
+    until = _STARTED + (wait or timeout)
     if log_file:
         from .history import append_log
 
-        append_log(log_file, result, _note)
+        append_log(log_file, result, _note, until)
     if prometheus_textfile:
         from .history import write_textfile
 
         write_textfile(prometheus_textfile, result, _note)
     if policy is not None and wait is None:
-        policy.after_run(result.healthy, _make_note(log_file))
+        policy.after_run(result.healthy, _make_note(log_file, until), until)
     return result.exit_code
 
 
@@ -299,7 +302,7 @@ def _note(message: str) -> None:
     click.echo(message, err=True)
 
 
-def _make_note(log_file: str | None) -> Any:
+def _make_note(log_file: str | None, until: float) -> Any:
     """Notes of --restart-after go to stderr and, as a line of their own, to --log."""
     if not log_file:
         return _note
@@ -308,7 +311,7 @@ def _make_note(log_file: str | None) -> Any:
         from .history import append_event
 
         _note(message)
-        append_event(log_file, "restart", message, lambda _: None)
+        append_event(log_file, "restart", message, lambda _: None, until)
 
     return note
 

@@ -62,7 +62,7 @@ def find_config(explicit: str | None, environ: Mapping[str, str]) -> str | None:
     """The config file to read: a path named explicitly must exist."""
     named = explicit or environ.get("TORCHPROBE_CONFIG") or None
     if named:
-        if not os.path.isfile(named):
+        if not os.path.exists(named):
             how = "--config" if explicit else "TORCHPROBE_CONFIG"
             raise UsageError(f"{how}: config file {named} does not exist")
         return named
@@ -77,9 +77,12 @@ def _read(path: str) -> dict[str, Any]:
         import tomllib
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
+    from .safeio import CONFIG_CAP, read_regular
+
     try:
-        with open(path, "rb") as fp:
-            data: dict[str, Any] = tomllib.load(fp)
+        data: dict[str, Any] = tomllib.loads(read_regular(path, CONFIG_CAP).decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start}): not a TOML file") from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
@@ -89,13 +92,15 @@ def _read(path: str) -> dict[str, Any]:
 
 def _line_of(path: str, *needles: str) -> str:
     """' (line N)' for the first line holding every needle, where there is one."""
+    from .safeio import CONFIG_CAP, read_regular
+
     try:
-        with open(path, encoding="utf-8") as fp:
-            for number, line in enumerate(fp, 1):
-                if all(n in line for n in needles):
-                    return f" (line {number})"
+        text = read_regular(path, CONFIG_CAP).decode("utf-8", "replace")
     except OSError:
-        pass
+        return ""
+    for number, line in enumerate(text.splitlines(), 1):
+        if all(n in line for n in needles):
+            return f" (line {number})"
     return ""
 
 

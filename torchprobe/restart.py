@@ -20,8 +20,6 @@ The state file: ``$TORCHPROBE_STATE_DIR/restart-<pid>.state``, else
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import re
@@ -33,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .base import Interrupted, UsageError
-from .statusdir import replace_atomically
+from .safeio import STATE_CAP, open_locked, read_fd, replace_atomically
 
 __all__ = ["STATE_ENV", "RestartPolicy", "in_container", "process_life"]
 
@@ -184,11 +182,13 @@ class RestartPolicy:
                     "(status-file:mode=live, a /health or /live endpoint)"
                 )
 
-    def after_run(self, healthy: bool, note: Note) -> None:
+    def after_run(self, healthy: bool, note: Note, until: float | None = None) -> None:
         """Count this run and act at the Nth failure in a row. Never raises:
-        whatever goes wrong is one note, and the probe's result stands."""
+        whatever goes wrong is one note, and the probe's result stands.
+        ``until`` (a ``time.monotonic()`` value: the run's deadline) bounds
+        the wait for the state file's lock, as LOCK_WAIT always does."""
         try:
-            self._count(healthy, note)
+            self._count(healthy, note, until)
         except Interrupted:
             raise
         except OSError as exc:
@@ -198,14 +198,17 @@ class RestartPolicy:
         except Exception as exc:  # noqa: BLE001 - never let a side job change the verdict
             note(f"torchprobe: restart: internal error, this run not counted: {exc!r}")
 
-    def _count(self, healthy: bool, note: Note) -> None:
+    def _count(self, healthy: bool, note: Note, until: float | None) -> None:
         life = self.life(self.pid)
         if life is None:
             if not healthy:
                 note(f"torchprobe: restart: no process {self.pid} to restart")
             return
         os.makedirs(self.state_dir, exist_ok=True)
-        fd = _lock(self.state_path)
+        wait_until = time.monotonic() + LOCK_WAIT
+        # Read-only is enough: the file is only ever replaced, never written in place.
+        fd = open_locked(self.state_path, os.O_RDONLY | os.O_CREAT,
+                         wait_until if until is None else min(until, wait_until))  # fmt: skip
         try:
             state = _load(fd, life)
             if healthy:
@@ -250,48 +253,18 @@ class RestartPolicy:
                  f"{exc.strerror}")  # fmt: skip
 
 
-def _lock(path: str) -> int:
-    """Open and flock the state file. Writers replace it by rename, so a lock
-    won on a file that has since been replaced is retried on the new one."""
-    deadline = time.monotonic() + LOCK_WAIT
-    while True:
-        # Read-only is enough: the file is only ever replaced, never written in place.
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise OSError(errno.EWOULDBLOCK, "locked by another run for 1s") from None
-                    time.sleep(0.002)
-            try:
-                held, current = os.fstat(fd), os.stat(path)
-                if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
-                    return fd
-            except FileNotFoundError:
-                pass
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
-
-
 def _load(fd: int, life: str) -> dict[str, Any]:
     """The count so far in this life; zero for a new life of the target (the
     file survived a restart) and for a file that cannot be read as one."""
     fresh: dict[str, Any] = {"life": life, "armed": False, "failures": 0, "signals": 0}
-    data = b""
-    while chunk := os.read(fd, 65536):
-        data += chunk
     try:
+        data = read_fd(fd, STATE_CAP)
         state = json.loads(data) if data else {}
         if isinstance(state, dict) and state.get("life") == life:
             fresh.update(armed=state["armed"] is True, failures=int(state["failures"]),
                          signals=int(state["signals"]))  # fmt: skip
-    except (ValueError, KeyError, TypeError):
-        pass  # unreadable: start over rather than guess
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # unreadable (or larger than any state this writes): start over rather than guess
     return fresh
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..base import Check, CheckFailed, Option, Outcome, failed, passed
 from ..options import choice, duration, text
+from ..safeio import STATUS_FILE_CAP, read_regular
 from ..statusdir import default_status_dir, pid_alive
 
 __all__ = ["StatusFileCheck"]
@@ -86,15 +87,15 @@ class StatusFileCheck(Check):
 
     def _judge(self, path: str, now: float) -> tuple[dict[str, Any] | None, str | None]:
         try:
-            with open(path, encoding="utf-8") as fp:
-                doc = json.load(fp)
+            doc = json.loads(read_regular(path, STATUS_FILE_CAP))
             pid = int(doc["pid"])
             updated = float(doc["updated"])
             interval = float(doc.get("interval") or 10.0)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             if isinstance(exc, FileNotFoundError):
                 return None, None  # its process removed it on a clean exit
-            return None, f"{os.path.basename(path)}: unreadable ({type(exc).__name__})"
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            return None, f"{os.path.basename(path)}: unreadable ({why})"
         age = max(0.0, now - updated)
         max_age = self.max_age or 3 * interval
         grace = self.grace or max_age
