@@ -291,3 +291,56 @@ def test_an_oversized_status_file_is_reported_by_its_cap(tmp_path: Path) -> None
     assert time.monotonic() - started < 2 + SLACK
     message = json.loads(result.stdout)["checks"][0]["message"]
     assert "123.json: unreadable (larger than 256 KiB" in message, message
+
+
+# --- stdout gone ------------------------------------------------------------------
+
+
+def test_a_closed_stdout_is_one_line_and_exit_1_and_the_log_still_written(
+    tmp_path: Path, listening: int
+) -> None:
+    from conftest import script
+
+    log = tmp_path / "probe.log"
+    started = time.monotonic()
+    done = subprocess.run(
+        ["sh", "-c", '"$0" "$@" >&-', str(script()), "--timeout", "2", "--log", str(log),
+         f"tcp:host=127.0.0.1,port={listening}"],
+        capture_output=True, text=True, timeout=30, env=clean_env(),
+    )  # fmt: skip
+    assert time.monotonic() - started < 2 + SLACK
+    assert done.returncode == 1
+    assert done.stderr == "torchprobe: error: stdout is closed: the report had nowhere to go\n"
+    assert json.loads(log.read_text())["status"] == "healthy"  # never the log file's fd 1
+
+
+def test_a_reader_gone_from_stdout_still_gets_the_log_line(tmp_path: Path, listening: int) -> None:
+    from conftest import script
+
+    log = tmp_path / "probe.log"
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the report is written: EPIPE
+    try:
+        done = subprocess.run(
+            [str(script()), "--timeout", "2", "--log", str(log),
+             f"tcp:host=127.0.0.1,port={listening}"],
+            stdout=write, stderr=subprocess.PIPE, text=True, timeout=30, env=clean_env(),
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert done.returncode == 1
+    assert done.stderr == "torchprobe: error: cannot write the report to stdout: Broken pipe\n"
+    assert json.loads(log.read_text())["status"] == "healthy"
+
+
+@pytest.mark.parametrize("flag", ["--help", "--version", "--list"])
+def test_a_reader_gone_from_stdout_is_one_line_for_every_command(flag: str) -> None:
+    from conftest import script
+
+    proc = subprocess.Popen([str(script()), flag], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=clean_env())  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert err.count("\n") == 1 and err.startswith("torchprobe: error: ") and "pipe" in err, err
