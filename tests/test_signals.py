@@ -14,12 +14,13 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import clean_env, script
+from conftest import alive, clean_env, script
 
 pytestmark = [pytest.mark.usefixtures("plugins"), pytest.mark.slow]
 
@@ -182,3 +183,95 @@ def test_the_old_entry_point_and_python_m_still_run_the_command(kind: str) -> No
                         env=clean_env())  # fmt: skip
     assert (ok.returncode, ok.stderr) == (0, ""), ok
     assert os.environ.get("TORCHPROBE_PARENT_PID") is None
+
+
+# --- processes that leave their process group -------------------------------------
+
+
+def with_marker(marker: str) -> list[int]:
+    """Live processes with ``marker`` among their arguments."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fp:
+                args = fp.read().split(b"\0")
+        except OSError:
+            continue
+        if marker.encode() in args and alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def gone(marker: str, within: float) -> list[int]:
+    deadline = time.monotonic() + within
+    while (left := with_marker(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def wait_for(path: Path, within: float = 20) -> int:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text():
+            return int(path.read_text())
+        time.sleep(0.02)
+    raise AssertionError(f"{path} never written")
+
+
+ESCAPES = [
+    ("setsid", "return", "keep"),
+    ("setsid", "hang", "keep"),
+    ("daemon", "return", "keep"),
+    ("daemon", "hang", "keep"),
+    ("daemon", "return", "clear"),  # no mark in its environment: the subreaper finds it
+]
+
+
+@pytest.mark.parametrize("how,then,env", ESCAPES)
+def test_a_process_that_left_the_checks_session_ends_with_the_run(
+    tmp_path: Path, how: str, then: str, env: str
+) -> None:
+    marker = f"torchprobe-test-escape-{uuid.uuid4().hex}"
+    pidfile = tmp_path / "escaped.pid"
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(script()), "--timeout", "4",
+         f"escapes:marker={marker},pidfile={pidfile},how={how},then={then},env={env},timeout=2"],
+        capture_output=True, text=True, timeout=30, env=clean_env(),
+    )  # fmt: skip
+    try:
+        assert time.monotonic() - started < 4 + 1
+        escaped = int(pidfile.read_text())
+        assert done.returncode == (0 if then == "return" else 1), done
+        assert "Traceback" not in done.stderr
+        assert gone(marker, within=1.0) == [], f"pid {escaped} outlived the run"
+    finally:
+        for pid in with_marker(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("how", ["setsid", "daemon"])
+def test_a_process_that_left_the_checks_session_ends_when_torchprobe_is_killed(
+    tmp_path: Path, how: str
+) -> None:
+    marker = f"torchprobe-test-escape-{uuid.uuid4().hex}"
+    pidfile = tmp_path / "escaped.pid"
+    proc = subprocess.Popen(
+        [str(script()), "--timeout", "60",
+         f"escapes:marker={marker},pidfile={pidfile},how={how},then=hang,timeout=60"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=clean_env(),
+    )  # fmt: skip
+    try:
+        escaped = wait_for(pidfile)
+        assert with_marker(marker) == [escaped]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert gone(marker, within=2.0) == [], f"pid {escaped} outlived SIGKILL of torchprobe"
+    finally:
+        proc.kill()
+        proc.wait()
+        for pid in with_marker(marker):
+            os.kill(pid, signal.SIGKILL)

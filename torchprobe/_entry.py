@@ -146,6 +146,11 @@ def _rearm(value: bool) -> None:
     _rearmed = value
 
 
+def owns_process() -> bool:
+    """Whether the process is torchprobe's own (the console script, ``-m``)."""
+    return _owner
+
+
 def said() -> bool:
     """Whether a line has been written through say()."""
     return _said

@@ -21,10 +21,12 @@ from __future__ import annotations
 import os
 import queue
 import selectors
+import sys
 import threading
 import time
 from typing import Any
 
+from . import _reap
 from .base import Interrupted, Outcome, Status, UsageError
 from .plan import Planned, plan
 from .results import Result
@@ -55,6 +57,7 @@ class _Run:
         self.selector = selectors.DefaultSelector()
         self.workers: list[Any] = []
         self.janitor: Any = None
+        self.token = _reap.new_token()
         self.inline_done: queue.Queue[tuple[int, list[Outcome], str | None, float]] = queue.Queue()
         self.ending = threading.Lock()
         self.ended = False
@@ -72,6 +75,9 @@ class _Run:
                 worker.kill()
             if self.janitor is not None:
                 self.janitor.dismiss()
+                # What hid from the process groups just killed: a setsid
+                # grandchild, a daemon (see torchprobe._reap).
+                _reap.sweep(self.token)
             self.selector.close()
             with self.ending:
                 self.ended = True
@@ -131,8 +137,12 @@ class _Run:
             p.phase = "starting its worker process"
         try:
             if self.janitor is None:
-                self.janitor = Janitor()
-            worker = WorkerProcess(key, job, self.deadline)
+                if getattr(sys.modules.get("torchprobe._entry"), "owns_process", bool)():
+                    # The console script's process: orphans of the checks'
+                    # processes come to it, not to PID 1, until it sweeps.
+                    _reap.become_subreaper()
+                self.janitor = Janitor(self.token)
+            worker = WorkerProcess(key, job, self.deadline, self.token)
             self.janitor.watch(worker.proc.pid)
         except OSError as exc:
             for p in members:
