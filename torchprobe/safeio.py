@@ -43,7 +43,8 @@ __all__ = [
 CONFIG_CAP = 1024 * 1024
 #: ``token-file=`` (TorchServe's key_file.json, a few hundred bytes).
 TOKEN_FILE_CAP = 64 * 1024
-#: One monitor status file (``<pid>.json``, about 1 KiB; its last error is cut at 2000 characters).
+#: One monitor status file (``<pid>.json``: 539 bytes with no checks, a few KiB with
+#: several; the monitor cuts each message it keeps to 500 characters).
 STATUS_FILE_CAP = 256 * 1024
 #: The ``--restart-after`` state (about 200 bytes) and other small state files.
 STATE_CAP = 64 * 1024
