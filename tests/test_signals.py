@@ -117,6 +117,8 @@ def allowed(o: Outcome) -> str | None:
         return f"not one line on stderr: {lines}"
     name = o.signum.name
     if lines[0] not in (f"torchprobe: error: interrupted by {name} while starting; exit status 1",
+                        f"torchprobe: error: interrupted by {name} while ending the checks; "
+                        "exit status 1",
                         f"torchprobe: interrupted by {name}: checks stopped, workers ended",
                         # where code on the way swallowed the signal's exception
                         f"torchprobe: interrupted by {name}: checks stopped",
@@ -275,3 +277,39 @@ def test_a_process_that_left_the_checks_session_ends_when_torchprobe_is_killed(
         proc.wait()
         for pid in with_marker(marker):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("healthy", [True, False])
+def test_a_signal_after_the_verdict_keeps_the_decided_status(
+    tmp_path: Path, listening: int, healthy: bool
+) -> None:
+    # A log another process keeps locked holds the run after its report,
+    # waiting for the lock until the deadline: the signal lands there.
+    import fcntl
+
+    log = tmp_path / "probe.log"
+    with open(log, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        port = listening if healthy else closed_port()
+        proc = subprocess.Popen([str(script()), "--timeout", "20", "--log", str(log),
+                                 f"tcp:host=127.0.0.1,port={port}"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=clean_env())  # fmt: skip
+        assert proc.stdout is not None
+        summary = ""
+        while not summary.lower().startswith(("healthy:", "unhealthy:")):
+            summary = proc.stdout.readline()
+            assert summary, "the report ended without a verdict"
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    code = 0 if healthy else 1
+    assert proc.returncode == code
+    assert err == f"torchprobe: SIGTERM after the verdict: exit status {code} stands\n"
+    assert log.read_text() == ""
+
+
+def closed_port() -> int:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        return int(unused.getsockname()[1])

@@ -14,6 +14,8 @@ torchprobe loads. A signal then ends the run by phase:
   workers on the way out, the command says so in one line and exits 1); it is
   also recorded, so a run whose code swallowed the exception still exits 1.
   A second signal exits 1 at once (the janitor ends what is left).
+- **ending** (the command's code has returned or raised, the exit status is
+  not decided yet): one line unless one was written, and ``os._exit(1)``.
 - **decided** (the report is written, or the error line is): the signal ends
   the process at once with the exit status already decided.
 
@@ -76,10 +78,11 @@ def _handler(signum: int, frame: object) -> None:
         _received = name if _received is None else _received
         _rearm(False)
         _raise(_received)
-    first = _received or name
-    detail = f"{first}, then {name}" if first != name else name
-    doing = "starting" if _phase == "starting" else "ending the checks"
-    say(f"torchprobe: error: interrupted by {detail} while {doing}; exit status 1")
+    if not _said:
+        first = _received or name
+        detail = f"{first}, then {name}" if first != name else name
+        doing = "starting" if _phase == "starting" else "ending the checks"
+        say(f"torchprobe: error: interrupted by {detail} while {doing}; exit status 1")
     os._exit(1)
 
 
@@ -132,13 +135,21 @@ def running(raise_interrupt: "Callable[[str], None]", exception: type) -> None:
         # The handler's exception landed where no exception can leave (a
         # weakref callback, __del__): raised again at the next bytecode
         # outside it, silently, instead of a printed "Exception ignored".
-        if isinstance(report.exc_value, _exception) and _phase == "running":
+        if isinstance(report.exc_value, _exception) and _phase in ("running", "ending"):
             _rearm(True)
             signal.raise_signal(signal.Signals[_received or "SIGTERM"])
             return
         original(report)
 
     sys.unraisablehook = unraisable
+
+
+def ending() -> None:
+    """The command's code has returned or raised: from here (unless the
+    status is decided already) a signal exits 1 at once, as in start-up."""
+    global _phase
+    if _phase == "running":
+        _phase = "ending"
 
 
 def _rearm(value: bool) -> None:

@@ -368,7 +368,6 @@ def main(argv: list[str] | None = None) -> NoReturn:
     from . import _entry
 
     _entry.install()
-    _entry.running(_interrupt, Interrupted)
     told = False
     try:
         code = _run(argv)
@@ -412,12 +411,19 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 
 def _run(argv: list[str] | None) -> int:
-    code = command.main(
-        args=argv,
-        prog_name="torchprobe",
-        standalone_mode=False,
-        terminal_width=_terminal_width(),
-    )
+    from . import _entry
+
+    # A signal raises Interrupted only within this call, which main() catches.
+    _entry.running(_interrupt, Interrupted)
+    try:
+        code = command.main(
+            args=argv,
+            prog_name="torchprobe",
+            standalone_mode=False,
+            terminal_width=_terminal_width(),
+        )
+    finally:
+        _entry.ending()
     return code if isinstance(code, int) else 0
 
 
