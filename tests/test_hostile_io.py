@@ -344,3 +344,13 @@ def test_a_reader_gone_from_stdout_is_one_line_for_every_command(flag: str) -> N
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1
     assert err.count("\n") == 1 and err.startswith("torchprobe: error: ") and "pipe" in err, err
+
+
+def test_a_status_file_path_that_is_a_fifo_is_refused_by_name(tmp_path: Path) -> None:
+    fifo = tmp_path / "worker.json"
+    os.mkfifo(fifo)
+    result = run_cli("--timeout", "2", "--format", "json", f"status-file:path={fifo}")
+    assert result.elapsed < 2 + SLACK
+    assert result.rc == 1
+    message = json.loads(result.stdout)["checks"][0]["message"]
+    assert "worker.json: unreadable (not a regular file (a FIFO))" in message, message

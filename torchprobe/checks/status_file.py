@@ -74,8 +74,8 @@ class StatusFileCheck(Check):
         return passed(f"{summary} (pid {', '.join(str(w['pid']) for w in counted)})", **details)
 
     def _files(self, where: str) -> list[str]:
-        if os.path.isfile(where):
-            return [where]
+        if os.path.lexists(where) and not os.path.isdir(where):
+            return [where]  # a file (a FIFO or device there is refused when read)
         if not os.path.isdir(where):
             raise CheckFailed(f"status directory {where} does not exist: the in-process monitor "
                               "has written nothing there")  # fmt: skip
