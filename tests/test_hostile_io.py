@@ -354,3 +354,20 @@ def test_a_status_file_path_that_is_a_fifo_is_refused_by_name(tmp_path: Path) ->
     assert result.rc == 1
     message = json.loads(result.stdout)["checks"][0]["message"]
     assert "worker.json: unreadable (not a regular file (a FIFO))" in message, message
+
+
+@pytest.mark.parametrize("closed", ["<&-", "2>&-"])
+def test_a_closed_stdin_or_stderr_changes_nothing(
+    closed: str, tmp_path: Path, listening: int
+) -> None:
+    from conftest import script
+
+    log = tmp_path / "probe.log"
+    done = subprocess.run(
+        ["sh", "-c", f'"$0" "$@" {closed}', str(script()), "--timeout", "2", "--log", str(log),
+         f"tcp:host=127.0.0.1,port={listening}"],
+        capture_output=True, text=True, timeout=30, env=clean_env(),
+    )  # fmt: skip
+    assert done.returncode == 0, done
+    assert done.stdout.startswith("PASS  tcp")
+    assert json.loads(log.read_text())["status"] == "healthy"
