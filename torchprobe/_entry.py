@@ -102,7 +102,8 @@ def _fill_closed_streams() -> None:
             os.close(null)
         closed_streams.add(fd)
         if fd:
-            stream = open(fd, "w", encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+            stream = open(fd, "w", encoding="utf-8", errors="replace", closefd=False,  # noqa: SIM115
+                          buffering=1 if fd == 2 else -1)  # fmt: skip
             setattr(sys, "stdout" if fd == 1 else "stderr", stream)
 
 

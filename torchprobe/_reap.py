@@ -88,7 +88,7 @@ def adopted() -> list[int]:
                 fields = fp.read().rsplit(b")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if len(fields) > 1 and int(fields[1]) == me and fields[0] not in (b"Z", b"X"):
+        if len(fields) > 1 and fields[1] == b"%d" % me and fields[0] not in (b"Z", b"X"):
             found.append(pid)
     return found
 
