@@ -13,6 +13,8 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import textwrap
 import time
 import uuid
 from collections.abc import Iterator
@@ -174,8 +176,6 @@ def test_a_second_signal_while_ending_exits_at_once_with_1(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("kind", ["direct", "via -m"])
 def test_the_old_entry_point_and_python_m_still_run_the_command(kind: str) -> None:
-    import sys
-
     command = ([sys.executable, "-c", "from torchprobe.cli import main; main()"]
                if kind == "direct" else [sys.executable, "-m", "torchprobe"])  # fmt: skip
     done = subprocess.run([*command, "ok", "fails"], capture_output=True, text=True, timeout=30,
@@ -312,3 +312,32 @@ def closed_port() -> int:
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         return int(unused.getsockname()[1])
+
+
+def test_a_signal_that_lands_where_no_exception_can_leave_is_raised_again_outside() -> None:
+    # A __del__ (like a weakref callback inside an import) swallows any
+    # exception raised in it; the handler's must still stop the run, and
+    # silently: no "Exception ignored in" on stderr.
+    code = textwrap.dedent("""
+        import os, signal, time
+        from torchprobe import _entry
+        class Stop(Exception):
+            pass
+        def stop(name):
+            raise Stop(name)
+        _entry.running(stop, Stop)
+        class Victim:
+            def __del__(self):
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):
+                    pass
+        try:
+            Victim()
+            time.sleep(5)
+            print("never raised again")
+        except Stop as exc:
+            print("raised again:", exc)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30, env=clean_env())  # fmt: skip
+    assert (done.stdout, done.stderr) == ("raised again: SIGTERM\n", ""), done

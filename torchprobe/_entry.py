@@ -69,7 +69,8 @@ def say(line: str) -> None:
 
 def _handler(signum: int, frame: object) -> None:
     global _received
-    name = signal.Signals(signum).name
+    # SIGALRM only ever comes from _again(): the signal it repeats is _received.
+    name = (_received or "SIGTERM") if signum == signal.SIGALRM else signal.Signals(signum).name
     if _phase == "decided":
         if not _said:
             say(f"torchprobe: {name} after the verdict: exit status {_code} stands")
@@ -134,15 +135,23 @@ def running(raise_interrupt: "Callable[[str], None]", exception: type) -> None:
 
     def unraisable(report: "Any") -> None:
         # The handler's exception landed where no exception can leave (a
-        # weakref callback, __del__): raised again at the next bytecode
-        # outside it, silently, instead of a printed "Exception ignored".
+        # weakref callback, __del__): silently, instead of a printed
+        # "Exception ignored", it is raised again a moment later, outside it.
         if isinstance(report.exc_value, _exception) and _phase in ("running", "ending"):
-            _rearm(True)
-            signal.raise_signal(signal.Signals[_received or "SIGTERM"])
+            _again()
             return
         original(report)
 
     sys.unraisablehook = unraisable
+
+
+def _again() -> None:
+    """Deliver the received signal's exception again in 1 ms. Not at once:
+    signal.raise_signal runs the handler before it returns, which would be
+    inside the unraisable hook again."""
+    _rearm(True)
+    signal.signal(signal.SIGALRM, _handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.001)
 
 
 def ending() -> None:
