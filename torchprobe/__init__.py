@@ -3,11 +3,15 @@
 The public API for writing checks lives in :mod:`torchprobe.base` and
 :mod:`torchprobe.options`; it is re-exported here lazily so that
 ``import torchprobe`` stays cheap for the command line.
+
+This module imports nothing at all: the console script's entry point
+(:mod:`torchprobe._entry`) is imported through it and installs its signal
+handlers as its first act, so nothing may run before that.
 """
 
-from __future__ import annotations
-
-from typing import Any
+TYPE_CHECKING = False  # typing's own constant would cost an import of typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.2.0"
 
@@ -28,7 +32,7 @@ _PUBLIC = {
 __all__ = ["__version__", *_PUBLIC]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> "Any":
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'torchprobe' has no attribute {name!r}")

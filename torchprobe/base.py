@@ -44,8 +44,12 @@ class UsageError(Exception):
     """Bad input from the user: an unknown check, option or value. Exit 1, one line."""
 
 
-class Interrupted(Exception):
-    """SIGTERM or SIGINT arrived while torchprobe was running."""
+class Interrupted(BaseException):
+    """SIGTERM, SIGINT or SIGHUP arrived while torchprobe was running.
+
+    A BaseException, like KeyboardInterrupt: library code that catches
+    Exception (click's terminal probes do, and so do many others) must not
+    swallow the end of the run."""
 
 
 class CheckFailed(Exception):

@@ -7,13 +7,14 @@ Never 2: Docker reserves it, and click would use it for usage errors.
 
 from __future__ import annotations
 
+import sys
 import time
 
-_STARTED = time.monotonic()
+# The run's clock starts before anything else is imported: at the console
+# script's first line where it ran, else here.
+_STARTED = getattr(sys.modules.get("torchprobe._entry"), "STARTED", None) or time.monotonic()
 
-import os  # noqa: E402 - the run's clock starts before anything else is imported
-import signal  # noqa: E402
-import sys  # noqa: E402
+import os  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from typing import Any, NoReturn, TypeVar  # noqa: E402
 
@@ -287,26 +288,53 @@ def command(
 
     result = run_rounds(source.tokens, timeout, _STARTED, wait, wait_interval,
                         liveness_only=policy is not None)  # fmt: skip
-    render(result, sys.stdout, fmt, quiet=quiet, verbose=verbose)
-    sys.stdout.flush()
+    lost = _write_report(lambda: render(result, sys.stdout, fmt, quiet=quiet, verbose=verbose))
+    from . import _entry
+
+    # The verdict is out: from here a signal ends the process with it.
+    _entry.decide(1 if lost else result.exit_code)
+    # The run's deadline bounds the files too: a lock another process holds
+    # costs this run its line, never its deadline.
+    until = _STARTED + (wait or timeout)
     if log_file:
         from .history import append_log
 
-        append_log(log_file, result, _note)
+        append_log(log_file, result, _note, until)
     if prometheus_textfile:
         from .history import write_textfile
 
         write_textfile(prometheus_textfile, result, _note)
     if policy is not None and wait is None:
-        policy.after_run(result.healthy, _make_note(log_file), result.undeclared)
+        policy.after_run(result.healthy, _make_note(log_file, until), result.undeclared, until)
+    if lost:
+        raise StdoutLost(f"cannot write the report to stdout: {lost}")
     return result.exit_code
+
+
+class StdoutLost(Exception):
+    """The report could not be written: its reader went away (``| head -c0``)."""
+
+
+def _write_report(write: Callable[[], None]) -> str | None:
+    """Write and flush the report; what went wrong with stdout, or None. The
+    run goes on without it: --log and the textfile still get their lines."""
+    try:
+        write()
+        sys.stdout.flush()
+    except OSError as exc:
+        # Whatever is still buffered goes nowhere, rather than failing again.
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+        return exc.strerror or str(exc)
+    return None
 
 
 def _note(message: str) -> None:
     click.echo(message, err=True)
 
 
-def _make_note(log_file: str | None) -> Any:
+def _make_note(log_file: str | None, until: float) -> Any:
     """Notes of --restart-after go to stderr and, as a line of their own, to --log."""
     if not log_file:
         return _note
@@ -315,15 +343,15 @@ def _make_note(log_file: str | None) -> Any:
         from .history import append_event
 
         _note(message)
-        append_event(log_file, "restart", message, lambda _: None)
+        append_event(log_file, "restart", message, lambda _: None, until)
 
     return note
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM and SIGINT end the run: the engine kills its workers on the way
-    out, and main() reports it in one line with exit status 1."""
-    raise Interrupted(signal.Signals(signum).name)
+def _interrupt(name: str) -> None:
+    """SIGTERM, SIGINT and SIGHUP end the run: the engine kills its workers on
+    the way out, and main() reports it in one line with exit status 1."""
+    raise Interrupted(name)
 
 
 def _terminal_width() -> int:
@@ -335,38 +363,43 @@ def _terminal_width() -> int:
         return 80
 
 
-def _fail(message: str) -> NoReturn:
-    click.echo(f"torchprobe: {message}", err=True)
-    sys.exit(1)
+def _fail(message: str) -> int:
+    from . import _entry
+
+    _entry.decide(1)
+    _entry.say(f"torchprobe: {message}")
+    return 1
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _interrupt)
+    from . import _entry
     from .scrub import install
 
+    _entry.install()
     install()  # every byte on stdout and stderr from here on passes the scrubber
+    told = False
     try:
-        code = command.main(
-            args=argv,
-            prog_name="torchprobe",
-            standalone_mode=False,
-            terminal_width=_terminal_width(),
-        )
+        code = _run(argv)
     except click.exceptions.Exit as exc:
         code = 0 if exc.exit_code == 0 else 1
+    except SystemExit as exc:
+        # click's own answer to EPIPE on stdout (--help, --version): it wraps
+        # stdout so that nothing more is written, and exits 1.
+        if type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):  # _Pacify... from 8.2
+            code = _fail("error: cannot write to stdout: Broken pipe")
+        else:
+            code = 0 if exc.code in (0, None) else 1
     except click.ClickException as exc:
-        _fail(f"error: {' '.join(exc.format_message().split())}")
+        code = _fail(f"error: {' '.join(exc.format_message().split())}")
     except (click.exceptions.Abort, EOFError):
-        _fail("aborted")
+        code = _fail("aborted")
     except UsageError as exc:
-        _fail(f"error: {exc}")
+        code = _fail(f"error: {exc}")
     except Interrupted as exc:
-        _fail(f"interrupted by {exc}: checks stopped, workers ended")
-    except BrokenPipeError:
-        # The reader went away (e.g. `| head`); nothing more can be said.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
+        told = True
+        code = _fail(f"interrupted by {exc}: checks stopped, workers ended")
+    except StdoutLost as exc:
+        code = _fail(f"error: {exc}")
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback without -v
         if _verbose:
             import traceback
@@ -374,8 +407,38 @@ def main(argv: list[str] | None = None) -> NoReturn:
             traceback.print_exc()
         from .runner import describe_exception
 
-        _fail(f"internal error: {describe_exception(exc)}")
-    sys.exit(code if isinstance(code, int) and code in (0, 1) else 1)
+        code = _fail(f"internal error: {describe_exception(exc)}")
+    # stdout passes the scrubber, which holds text until it is flushed: what
+    # --help, --version or --list wrote meets a reader gone only here.
+    lost = _write_report(lambda: None)
+    if lost and not _entry.said():
+        code = _fail(f"error: cannot write to stdout: {lost}")
+    if 1 in _entry.closed_streams and not _entry.said():
+        code = _fail("error: stdout is closed: the report had nowhere to go")
+    name = _entry.received()
+    if name is not None and not told:
+        # The signal's exception was swallowed on its way (an import or a
+        # check caught it): the run still ends as interrupted, in one line.
+        code = 1 if _entry.said() else _fail(f"interrupted by {name}: checks stopped")
+    _entry.finish(code if code in (0, 1) else 1)
+    raise AssertionError("unreachable")  # finish() never returns
+
+
+def _run(argv: list[str] | None) -> int:
+    from . import _entry
+
+    # A signal raises Interrupted only within this call, which main() catches.
+    _entry.running(_interrupt, Interrupted)
+    try:
+        code = command.main(
+            args=argv,
+            prog_name="torchprobe",
+            standalone_mode=False,
+            terminal_width=_terminal_width(),
+        )
+    finally:
+        _entry.ending()
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def find_config(explicit: str | None, environ: Mapping[str, str]) -> str | None:
     """The config file to read: a path named explicitly must exist."""
     named = explicit or environ.get("TORCHPROBE_CONFIG") or None
     if named:
-        if not os.path.isfile(named):
+        if not os.path.exists(named):
             how = "--config" if explicit else "TORCHPROBE_CONFIG"
             raise UsageError(f"{how}: config file {named} does not exist")
         return named
@@ -77,9 +77,10 @@ def _read(path: str) -> dict[str, Any]:
         import tomllib
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
+    from .safeio import CONFIG_CAP, read_regular
+
     try:
-        with open(path, "rb") as fp:
-            data: dict[str, Any] = tomllib.load(fp)
+        data: dict[str, Any] = tomllib.loads(read_regular(path, CONFIG_CAP).decode("utf-8"))
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:

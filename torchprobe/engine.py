@@ -25,11 +25,12 @@ import collections
 import os
 import queue
 import selectors
+import sys
 import threading
 import time
 from typing import Any
 
-from . import scrub
+from . import _reap, scrub
 from .base import Interrupted, Outcome, Status, UsageError
 from .plan import Planned, plan
 from .results import Result, distinct_names
@@ -74,6 +75,7 @@ class _Run:
         self.selector = selectors.DefaultSelector()
         self.workers: list[Any] = []
         self.janitor: Any = None
+        self.token = _reap.new_token()
         self.inline_done: queue.Queue[tuple[int, list[Outcome], str | None, float]] = queue.Queue()
         self.inline_waiting: collections.deque[Planned] = collections.deque()
         #: In-process checks running now, by index (only the loop's thread changes it).
@@ -96,6 +98,9 @@ class _Run:
                 worker.kill()
             if self.janitor is not None:
                 self.janitor.dismiss()
+                # What hid from the process groups just killed: a setsid
+                # grandchild, a daemon (see torchprobe._reap).
+                _reap.sweep(self.token)
             self.selector.close()
             with self.ending:
                 self.ended = True
@@ -169,8 +174,12 @@ class _Run:
             p.phase = "starting its worker process"
         try:
             if self.janitor is None:
-                self.janitor = Janitor()
-            worker = WorkerProcess(key, job, self.deadline)
+                if getattr(sys.modules.get("torchprobe._entry"), "owns_process", bool)():
+                    # The console script's process: orphans of the checks'
+                    # processes come to it, not to PID 1, until it sweeps.
+                    _reap.become_subreaper()
+                self.janitor = Janitor(self.token)
+            worker = WorkerProcess(key, job, self.deadline, self.token)
             self.janitor.watch(worker.proc.pid)
         except OSError as exc:
             for p in members:

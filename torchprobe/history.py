@@ -9,12 +9,14 @@ is one line on stderr and the probe's result stands.
 from __future__ import annotations
 
 import datetime
+import errno
 import io
 import os
 from collections.abc import Callable
 
 from .jsonout import dumps
 from .results import Report
+from .safeio import open_locked, open_own, replace_atomically, write_all
 from .scrub import clean, clip
 
 __all__ = ["LOG_KEEP", "LOG_MAX_BYTES", "append_event", "append_log", "write_textfile"]
@@ -43,45 +45,59 @@ def _line(report: Report) -> str:
     return dumps(record) + "\n"
 
 
-def append_log(path: str, report: Report, note: Callable[[str], None]) -> None:
-    """Append one line for this run; rotate by size."""
-    _append(path, _line(report), note)
+def append_log(path: str, report: Report, note: Callable[[str], None], until: float) -> None:
+    """Append one line for this run; rotate by size. ``until`` (a
+    ``time.monotonic()`` value, the run's deadline) bounds the wait for the lock."""
+    _append(path, _line(report), note, until)
 
 
-def append_event(path: str, event: str, message: str, note: Callable[[str], None]) -> None:
+def append_event(path: str, event: str, message: str, note: Callable[[str], None],
+                 until: float) -> None:  # fmt: skip
     """Append a line for something the probe did (a restart), beside the runs."""
     record = {"time": _now(), "event": event, "message": message}
-    _append(path, dumps(record) + "\n", note)
+    _append(path, dumps(record) + "\n", note, until)
 
 
-def _append(path: str, text: str, note: Callable[[str], None]) -> None:
+def _append(path: str, text: str, note: Callable[[str], None], until: float) -> None:
     """Overlapping runs take an exclusive lock on the log for the append and
-    the rotation."""
-    import fcntl
-
+    the rotation; one that holds it past this run's deadline costs this run
+    its line, never its deadline."""
     line = clean(text).encode()  # the edge of this file: no secret past here
     try:
-        with open(path, "ab") as fp:
-            fcntl.flock(fp.fileno(), fcntl.LOCK_EX)
-            if fp.tell() + len(line) > LOG_MAX_BYTES and fp.tell() > 0:
-                # Under the lock: the next run re-opens the new, empty file.
-                for index in range(LOG_KEEP - 1, 0, -1):
-                    older = f"{path}.{index - 1}" if index > 1 else path
-                    if os.path.exists(older):
-                        os.replace(older, f"{path}.{index}")
-                with open(path, "ab") as fresh:
-                    fresh.write(line)
-                return
-            fp.write(line)
+        fd = open_locked(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, until)
+    except OSError as exc:
+        if exc.errno == errno.EWOULDBLOCK:
+            note(f"torchprobe: cannot write the log {path}: locked by another run past this "
+                 "run's deadline; this run's line is skipped")  # fmt: skip
+        else:
+            note(f"torchprobe: cannot write the log {path}: {exc.strerror or exc}")
+        return
+    try:
+        size = os.fstat(fd).st_size
+        if size + len(line) > LOG_MAX_BYTES and size > 0:
+            # Under the lock: a run waiting for it finds the file replaced and
+            # re-opens the new, empty one.
+            for index in range(LOG_KEEP - 1, 0, -1):
+                older = f"{path}.{index - 1}" if index > 1 else path
+                if os.path.lexists(older):
+                    os.replace(older, f"{path}.{index}")
+            fresh = open_own(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            try:
+                write_all(fresh, line)
+            finally:
+                os.close(fresh)
+            return
+        write_all(fd, line)
     except OSError as exc:
         note(f"torchprobe: cannot write the log {path}: {exc.strerror or exc}")
+    finally:
+        os.close(fd)
 
 
 def write_textfile(path: str, report: Report, note: Callable[[str], None]) -> None:
     """Write the Prometheus exposition atomically, so a collector never reads
     half a file."""
     from .renderers.prometheus import render_prometheus
-    from .statusdir import replace_atomically
 
     buffer = io.StringIO()
     render_prometheus(report, buffer)

@@ -154,20 +154,23 @@ class RestartPolicy:
             if p.readiness and p.instance is not None:
                 raise readiness_refused(p.occurrence, p.instance)
 
-    def after_run(self, healthy: bool, note: Note, undeclared: Sequence[str] = ()) -> None:
+    def after_run(self, healthy: bool, note: Note, undeclared: Sequence[str] = (),
+                  until: float | None = None) -> None:  # fmt: skip
         """Count this run and act at the Nth failure in a row. Never raises:
         whatever goes wrong is one note, and the probe's result stands.
 
         ``undeclared``: plugin checks that never said whether they check
         readiness (they did not load). A failed run with one is not counted:
-        a readiness check must never drive a restart."""
+        a readiness check must never drive a restart. ``until`` (a
+        ``time.monotonic()`` value: the run's deadline) bounds the wait for
+        the state file's lock, as LOCK_WAIT always does."""
         if undeclared and not healthy:
             names = ", ".join(repr(name) for name in undeclared)
             note(f"torchprobe: restart: this run not counted: plugin check {names} did not load, "
                  "so it never said whether it checks readiness")  # fmt: skip
             return
         try:
-            self._count(healthy, note)
+            self._count(healthy, note, until)
         except Interrupted:
             raise
         except OSError as exc:
@@ -177,14 +180,14 @@ class RestartPolicy:
         except Exception as exc:  # noqa: BLE001 - never let a side job change the verdict
             note(f"torchprobe: restart: internal error, this run not counted: {exc!r}")
 
-    def _count(self, healthy: bool, note: Note) -> None:
+    def _count(self, healthy: bool, note: Note, until: float | None) -> None:
         life = self.life(self.pid)
         if life is None:
             if not healthy:
                 note(f"torchprobe: restart: no process {self.pid} to restart")
             return
         os.makedirs(self.state_dir, exist_ok=True)
-        fd = lock_file(self.state_path)
+        fd = lock_file(self.state_path, until=until)
         try:
             state = _load(fd, life)
             if healthy:
@@ -233,14 +236,14 @@ def _load(fd: int, life: str) -> dict[str, Any]:
     """The count so far in this life; zero for a new life of the target (the
     file survived a restart) and for a file that cannot be read as one."""
     fresh: dict[str, Any] = {"life": life, "armed": False, "failures": 0, "signals": 0}
-    data = read_all(fd)
     try:
+        data = read_all(fd)
         state = json.loads(data) if data else {}
         if isinstance(state, dict) and state.get("life") == life:
             fresh.update(armed=state["armed"] is True, failures=int(state["failures"]),
                          signals=int(state["signals"]))  # fmt: skip
-    except (ValueError, KeyError, TypeError):
-        pass  # unreadable: start over rather than guess
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # unreadable (or larger than any state this writes): start over rather than guess
     return fresh
 
 

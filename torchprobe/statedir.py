@@ -15,11 +15,12 @@ read as no state at all.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import tempfile
 import time
 from collections.abc import Mapping
+
+from .safeio import STATE_CAP, open_locked, read_fd
 
 __all__ = [
     "LOCK_WAIT",
@@ -70,43 +71,28 @@ def default_state_dir(environ: Mapping[str, str]) -> str:
     return RUN_DIR if usable else os.path.join(tempfile.gettempdir(), "torchprobe")
 
 
-def lock_file(path: str, wait: float = LOCK_WAIT) -> int:
+def lock_file(path: str, wait: float = LOCK_WAIT, until: float | None = None) -> int:
     """Open and flock a state file (created when missing); returns the descriptor.
 
-    Writers replace the file by rename, so a lock won on a file that has since
-    been replaced is retried on the new one. Raises OSError, also when another
-    run holds the lock for longer than ``wait`` seconds.
+    The file must be a regular file (a link or a FIFO planted there is
+    refused: see :mod:`torchprobe.safeio`). Writers replace it by rename, so a
+    lock won on a file that has since been replaced is retried on the new one.
+    Raises OSError, also when another run holds the lock for longer than
+    ``wait`` seconds or past ``until`` (a ``time.monotonic()`` value: the
+    run's deadline), whichever comes first.
     """
-    deadline = time.monotonic() + wait
-    while True:
+    give_up = time.monotonic() + wait
+    if until is not None:
+        give_up = min(give_up, until)
+    try:
         # Read-only is enough: the file is only ever replaced, never written in place.
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise OSError(
-                            errno.EWOULDBLOCK, f"locked by another run for {wait:g}s"
-                        ) from None
-                    time.sleep(0.002)
-            try:
-                held, current = os.fstat(fd), os.stat(path)
-                if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
-                    return fd
-            except FileNotFoundError:
-                pass
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
+        return open_locked(path, os.O_RDONLY | os.O_CREAT, give_up)
+    except OSError as exc:
+        if exc.errno == errno.EWOULDBLOCK:
+            raise OSError(errno.EWOULDBLOCK, f"locked by another run for {wait:g}s") from None
+        raise
 
 
-def read_all(fd: int, limit: int = 1 << 20) -> bytes:
-    """What a locked state file holds (at most ``limit`` bytes)."""
-    data = b""
-    while len(data) < limit and (chunk := os.read(fd, 65536)):
-        data += chunk
-    return data
+def read_all(fd: int, limit: int = STATE_CAP) -> bytes:
+    """What a locked state file holds; more than ``limit`` bytes is an OSError."""
+    return read_fd(fd, limit)

@@ -12,6 +12,8 @@ import os
 import tempfile
 from typing import Any
 
+from .safeio import remove_quietly, replace_atomically
+
 __all__ = [
     "ENV",
     "configured_status_dir",
@@ -67,19 +69,6 @@ def resolve_status_dir(setting: Any = None) -> str:
     return os.path.join(tempfile.gettempdir(), "torchprobe")
 
 
-def replace_atomically(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory
-    and a rename, so a reader never sees half a file. Raises OSError."""
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(temporary, "w", encoding="utf-8") as fp:
-            fp.write(text)
-        os.replace(temporary, path)
-    except OSError:
-        remove_quietly(temporary)
-        raise
-
-
 def write_atomically(path: str, document: dict[str, Any]) -> str | None:
     """Write JSON to ``path`` atomically, creating its directory. Returns the
     error as text instead of raising."""
@@ -91,13 +80,6 @@ def write_atomically(path: str, document: dict[str, Any]) -> str | None:
     except OSError as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
-
-
-def remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def pid_start(pid: int) -> int | None:

@@ -21,9 +21,10 @@ class Lines:
     """The lines of one TOML file (undecodable bytes replaced; none if unreadable)."""
 
     def __init__(self, path: str) -> None:
+        from .safeio import CONFIG_CAP, read_regular
+
         try:
-            with open(path, encoding="utf-8", errors="replace") as fp:
-                self.lines = fp.read().splitlines()
+            self.lines = read_regular(path, CONFIG_CAP).decode("utf-8", "replace").splitlines()
         except OSError:
             self.lines = []
 

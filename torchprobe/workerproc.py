@@ -15,6 +15,8 @@ import subprocess
 import sys
 from typing import Any
 
+from ._reap import MARK
+
 __all__ = ["Janitor", "WorkerProcess", "describe_exit"]
 
 _STDERR_KEEP = 4096
@@ -32,9 +34,11 @@ def describe_exit(returncode: int | None) -> str:
     return f"exited with code {returncode}"
 
 
-# Reads process-group ids until its stdin ends, then kills those groups. Its
-# stdin ends when torchprobe ends, however it ends — SIGKILL included, when
-# nothing in torchprobe itself can run any more.
+# Reads process-group ids until its stdin ends, then kills those groups and
+# every process that carries the run's mark (torchprobe._reap). Its stdin
+# ends when torchprobe ends, however it ends — SIGKILL included, when nothing
+# in torchprobe itself can run any more. A bare interpreter (-S) starts
+# fastest; argv: the directory holding the torchprobe package, the run's mark.
 _JANITOR = """
 import os, signal, sys
 groups = [int(line) for line in sys.stdin if line.strip()]
@@ -43,6 +47,12 @@ for group in groups:
         os.killpg(group, signal.SIGKILL)
     except OSError:
         pass
+try:
+    sys.path.insert(0, sys.argv[1])
+    from torchprobe import _reap
+    _reap.sweep(sys.argv[2])
+except Exception:
+    pass  # torchprobe is gone: nobody is left to tell
 """
 
 
@@ -51,13 +61,16 @@ class Janitor:
 
     The kernel's parent-death signal ends a worker when torchprobe dies, but
     not the processes a check started inside that worker; those stay in the
-    worker's process group, which the janitor kills. On a normal end the
-    engine has already killed every group and simply dismisses the janitor.
+    worker's process group, which the janitor kills, or carry the run's mark
+    in their environment wherever they went (a new session), which the
+    janitor looks for. On a normal end the engine has already killed them all
+    and simply dismisses the janitor.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, token: str) -> None:
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         self.proc = subprocess.Popen(
-            [sys.executable, "-S", "-c", _JANITOR],
+            [sys.executable, "-S", "-c", _JANITOR, package_parent, token],
             stdin=subprocess.PIPE,
             start_new_session=True,
             close_fds=True,
@@ -87,13 +100,13 @@ class Janitor:
 class WorkerProcess:
     """One ``python -m torchprobe.worker`` running a list of checks in order."""
 
-    def __init__(self, key: str, job: list[dict[str, Any]], deadline: float) -> None:
+    def __init__(self, key: str, job: list[dict[str, Any]], deadline: float, token: str) -> None:
         self.key = key
         self.pending = [item["index"] for item in job]
         self.current: int | None = None
         self.stderr_tail = b""
         self._buffer = b""
-        env = dict(os.environ, TORCHPROBE_PARENT_PID=str(os.getpid()))
+        env = dict(os.environ, TORCHPROBE_PARENT_PID=str(os.getpid()), **{MARK: token})
         # The smallest CUDA context torch allows: modules load when first used
         # (the default from CUDA 12.2; opt-in before). Eager loading took
         # twice the memory on an H100. A value the user set is kept.

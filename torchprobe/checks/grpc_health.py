@@ -85,9 +85,10 @@ def _read_varint(data: bytes, i: int) -> tuple[int, int]:
 
 
 def _read_file(option: str, path: str) -> bytes:
+    from ..safeio import TLS_FILE_CAP, read_regular
+
     try:
-        with open(path, "rb") as fp:
-            return fp.read()
+        return read_regular(path, TLS_FILE_CAP)
     except OSError as exc:
         raise CheckFailed(f"{option} {path}: cannot read it: {exc.strerror or exc}") from None
 

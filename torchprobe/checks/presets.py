@@ -137,9 +137,10 @@ class TorchServe(ServerCheck):
 
     def _read_keys(self) -> dict[str, str]:
         path = self.token_file
+        from ..safeio import TOKEN_FILE_CAP, read_regular
+
         try:
-            with open(path or "", encoding="utf-8") as fp:
-                document = json.load(fp)
+            document = json.loads(read_regular(path or "", TOKEN_FILE_CAP))
         except OSError as exc:
             raise CheckFailed(f"token-file {path}: cannot read it: {exc.strerror or exc}") from None
         except ValueError:

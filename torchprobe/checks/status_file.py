@@ -20,6 +20,7 @@ from typing import Any
 
 from ..base import Check, CheckFailed, Option, Outcome, failed, passed
 from ..options import choice, duration, text
+from ..safeio import STATUS_FILE_CAP, read_regular
 from ..statusdir import default_status_dir, pid_alive
 
 __all__ = ["FUTURE_SKEW", "StatusFileCheck"]
@@ -84,8 +85,8 @@ class StatusFileCheck(Check):
         return passed(f"{summary} (pid {', '.join(str(w['pid']) for w in counted)})", **details)
 
     def _files(self, where: str) -> list[str]:
-        if os.path.isfile(where):
-            return [where]
+        if os.path.lexists(where) and not os.path.isdir(where):
+            return [where]  # a file (a FIFO or device there is refused when read)
         if not os.path.isdir(where):
             raise CheckFailed(f"status directory {where} does not exist: the in-process monitor "
                               "has written nothing there")  # fmt: skip
@@ -97,15 +98,15 @@ class StatusFileCheck(Check):
 
     def _judge(self, path: str, now: float) -> tuple[dict[str, Any] | None, str | None]:
         try:
-            with open(path, encoding="utf-8") as fp:
-                doc = json.load(fp)
+            doc = json.loads(read_regular(path, STATUS_FILE_CAP))
             pid = int(doc["pid"])
             updated = float(doc["updated"])
             interval = float(doc.get("interval") or 10.0)
         except (OSError, ValueError, KeyError, TypeError, OverflowError) as exc:
             if isinstance(exc, FileNotFoundError):
                 return None, None  # its process removed it on a clean exit
-            return None, f"{os.path.basename(path)}: unreadable ({type(exc).__name__})"
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            return None, f"{os.path.basename(path)}: unreadable ({why})"
         name = os.path.basename(path)
         if not math.isfinite(updated):
             return None, f"{name}: 'updated' is not a time ({doc['updated']!r})"

@@ -29,6 +29,7 @@ from .. import __version__
 from ..jsonout import dumps
 from ..renderers.prometheus import label_set, sample
 from ..results import distinct_names
+from ..safeio import STATUS_FILE_CAP, read_regular
 from ..statusdir import pid_alive
 
 if TYPE_CHECKING:
@@ -205,8 +206,7 @@ def gather(monitor: Monitor, aggregate: bool) -> list[dict[str, Any]]:
         if ext != ".json" or not stem.isdigit() or int(stem) == own["pid"]:
             continue
         try:
-            with open(os.path.join(directory, entry), encoding="utf-8") as fp:
-                doc = json.load(fp)
+            doc = json.loads(read_regular(os.path.join(directory, entry), STATUS_FILE_CAP))
         except (OSError, ValueError):
             continue  # vanished or unreadable: the status-file check reports those
         # A file left by an exited worker describes nothing that still serves.

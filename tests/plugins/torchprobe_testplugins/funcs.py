@@ -128,3 +128,40 @@ def _record_import_pid() -> None:
 
 
 _record_import_pid()
+
+
+def escapes(marker: str, pidfile: str, how: str = "setsid", then: str = "hang",
+            env: str = "keep") -> str:  # fmt: skip
+    """Starts a `sleep` that leaves the worker's process group, with `marker`
+    in its argv, writes its pid to pidfile, then hangs holding the GIL (then=hang)
+    or returns (then=return).
+
+    how=setsid: a child in a session of its own (setsid(1) does the same).
+    how=daemon: a double fork: an intermediate in a new session forks the
+    sleep and exits, so the sleep is an orphan while the check still runs.
+    """
+    code = "import sys, time; time.sleep(300)"
+    environ = {} if env == "clear" else None
+    if how == "setsid":
+        child = subprocess.Popen([sys.executable, "-c", code, marker], start_new_session=True,
+                                 env=environ)  # fmt: skip
+        pid = child.pid
+    else:
+        read, write = os.pipe()
+        spawn = (
+            "import os, subprocess, sys\n"
+            f"c = subprocess.Popen([sys.executable, '-c', {code!r}, {marker!r}], env={environ!r})\n"
+            f"os.write({write}, str(c.pid).encode())\n"
+            "os._exit(0)\n"
+        )
+        middle = subprocess.Popen([sys.executable, "-c", spawn], start_new_session=True,
+                                  pass_fds=(write,))  # fmt: skip
+        os.close(write)
+        pid = int(os.read(read, 64))
+        os.close(read)
+        middle.wait()
+    with open(pidfile, "w") as fp:
+        fp.write(str(pid))
+    if then == "hang":
+        ctypes.PyDLL(None).sleep(300)
+    return f"started {pid}"
