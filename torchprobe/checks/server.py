@@ -303,7 +303,6 @@ class ServerCheck(Check):
         if endpoint.info:  # an extra for the report may not eat the verdict's time
             budget = min(INFO_TIME, clock.left() / 2)
             clock = Deadline(time.monotonic() + budget, budget)
-        sent = time.monotonic()
         try:
             reply = exchange(
                 url,
@@ -321,7 +320,8 @@ class ServerCheck(Check):
                 return None
             if endpoint.canary and exc.details.get("timed_out") and self._answered:
                 # The contrast is the diagnosis: the server answers, its model does not.
-                waited = seconds(time.monotonic() - sent)
+                # The check's timeout, as every timeout message names it.
+                waited = seconds(clock.timeout)
                 message = f"{where}: inference did not answer in {waited} ({self._answered})"
                 raise CheckFailed(message, **exc.details, answered=self._answered) from None
             message = f"{where}: {exc.message}{self._hint(endpoint, exc)}"
