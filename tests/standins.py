@@ -32,12 +32,16 @@ import json
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import unquote
 
-__all__ = ["SGLang", "StandIn", "TGI", "Ollama", "Triton", "VLLM"]
+__all__ = ["SGLang", "StandIn", "TGI", "Ollama", "Triton", "VLLM", "load"]
 
 Answer = tuple[int, bytes, str]
 EMPTY = "text/plain; charset=utf-8"
@@ -368,6 +372,43 @@ class Ollama(StandIn):
                            "response": "" if self.soft_failed else "Hello", "done": True,
                            "done_reason": "stop", "total_duration": 123456789,
                            "eval_count": 1})  # fmt: skip
+
+
+@contextmanager
+def load(
+    url: str, body: Any, clients: int, headers: dict[str, str] | None = None
+) -> Iterator[list[int]]:
+    """``clients`` concurrent POSTs of ``body`` to ``url``, kept in flight while inside.
+
+    Each client sends one request after another until the block ends; the
+    statuses of all that completed are yielded (filled in as they complete).
+    """
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            request = urllib.request.Request(
+                url,
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json", **(headers or {})},
+                method="POST",
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    statuses.append(response.status)
+            except urllib.error.HTTPError as exc:
+                statuses.append(exc.code)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield statuses
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
 
 
 def wait_until(predicate: Any, timeout: float = 5.0) -> bool:

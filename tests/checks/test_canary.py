@@ -18,18 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import run_cli
-from standins import TGI, VLLM, Ollama, SGLang, StandIn, Triton, _json
+from standins import TGI, VLLM, Ollama, SGLang, StandIn, Triton, _json, load
 
 from torchprobe import registry
 from torchprobe.base import CheckFailed, UsageError
@@ -40,41 +35,6 @@ from torchprobe.spec import parse_occurrence
 # declared option (KEY=), and no JSON key here reads as one.
 TRITON_INFER = '{"inputs":[{"name":"INPUT0","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}'
 TRITON = f"model=resnet50,infer={TRITON_INFER},expect=outputs.0.data.0=10"
-
-
-@contextmanager
-def load(url: str, body: dict[str, Any], clients: int) -> Iterator[list[int]]:
-    """``clients`` concurrent POSTs of ``body`` to ``url``, kept in flight while inside.
-
-    Each client sends one request after another until the block ends; the
-    statuses of all that completed are yielded (filled in as they complete).
-    """
-    statuses: list[int] = []
-    stop = threading.Event()
-
-    def client() -> None:
-        while not stop.is_set():
-            request = urllib.request.Request(
-                url,
-                data=json.dumps(body).encode(),
-                headers={"Content-Type": "application/json"},
-                method="POST",
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=60) as response:
-                    statuses.append(response.status)
-            except urllib.error.HTTPError as exc:
-                statuses.append(exc.code)
-
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    try:
-        yield statuses
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(60)
 
 
 def busy(server: StandIn, clients: int) -> None:

@@ -8,7 +8,10 @@ HTTP only (gRPC disabled). Models:
   downloaded); ready.
 - ``broken``: registered, but its ``load()`` fails, so ``self.ready`` stays False.
 
-Any other name is unknown to the server.
+Any other name is unknown to the server. ``tiny``'s inference obeys the
+switches of switches.py (``$CANARY_SWITCHES``): wedge, slow, soft-fail. It
+runs in a thread, one request at a time (one device), so that a blocked
+inference leaves the event loop, and with it the health endpoints, answering.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ PORT = int(sys.argv[1])
 # kserve parses sys.argv when it is imported: give it nothing of ours.
 sys.argv = sys.argv[:1]
 
+import asyncio  # noqa: E402
+
 import kserve  # noqa: E402
+import switches  # noqa: E402
 import torch  # noqa: E402
 
 
@@ -29,6 +35,7 @@ class TinyModel(kserve.Model):
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.net: torch.nn.Module | None = None
+        self.device = asyncio.Semaphore(1)
 
     def load(self) -> bool:
         torch.manual_seed(0)
@@ -41,9 +48,16 @@ class TinyModel(kserve.Model):
         return self.ready
 
     async def predict(self, payload, headers=None, response_headers=None):  # type: ignore[no-untyped-def]
+        async with self.device:
+            return await asyncio.to_thread(self._compute, payload["instances"])
+
+    def _compute(self, instances: list[list[float]]) -> dict[str, object]:
         assert self.net is not None
+        switches.hold()
+        if switches.soft_failed():
+            return {"predictions": []}
         with torch.no_grad():
-            out = self.net(torch.tensor(payload["instances"], dtype=torch.float32))
+            out = self.net(torch.tensor(instances, dtype=torch.float32))
         return {"predictions": out.tolist()}
 
 
