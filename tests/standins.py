@@ -34,6 +34,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -65,7 +66,9 @@ class StandIn:
         self.workers = 1
         self.busy = 0.0
         self.soft_failed = False
-        self._slots: threading.Semaphore | None = None
+        self._turns = threading.Condition()
+        self._waiting: deque[object] = deque()
+        self._running = 0
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -124,7 +127,6 @@ class StandIn:
 
             do_GET = do_POST = do_HEAD = _any
 
-        self._slots = threading.Semaphore(self.workers)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -132,17 +134,28 @@ class StandIn:
         return self
 
     def _work(self, path: str) -> bool:
-        """An engine path waits for a worker and holds it ``busy`` s; False if stopping."""
+        """An engine path waits its turn (first come, first served) for one of
+        ``workers`` and holds it ``busy`` s; False if the server is stopping."""
         if not any(re.fullmatch(pattern, path) for pattern in self.engine):
             return True
-        assert self._slots is not None
-        while not self._slots.acquire(timeout=0.05):
-            if self._stopping.is_set():
-                return False
+        me = object()
+        with self._turns:
+            self._waiting.append(me)
+            while self._running >= self.workers or self._waiting[0] is not me:
+                if self._stopping.is_set():
+                    self._waiting.remove(me)
+                    self._turns.notify_all()
+                    return False
+                self._turns.wait(0.05)
+            self._waiting.popleft()
+            self._running += 1
+            self._turns.notify_all()
         try:
             return not self._stopping.wait(self.busy) if self.busy else True
         finally:
-            self._slots.release()
+            with self._turns:
+                self._running -= 1
+                self._turns.notify_all()
 
     def __exit__(
         self,

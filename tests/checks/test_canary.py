@@ -76,7 +76,8 @@ def test_triton_busy_canary_and_live_pass_every_run() -> None:
         body = json.loads(TRITON_INFER)
         with load(f"{server.url}/v2/models/resnet50/infer", body, clients=3) as statuses:
             busy(server, 3)
-            runs = [probe(f"triton:url={server.url},{TRITON},timeout=15") for _ in range(2)]
+            runs = [probe("--timeout", "20", f"triton:url={server.url},{TRITON},timeout=15")
+                    for _ in range(2)]  # fmt: skip
             live = probe(f"triton:url={server.url},mode=live,timeout=5")
         completed = list(statuses)
     for run in runs:
@@ -134,7 +135,7 @@ def test_vllm_canary_idle_busy_wedged_soft_failed() -> None:
         body = {"model": "facebook/opt-125m", "prompt": "Hi", "max_tokens": 16}
         with load(f"{server.url}/v1/completions", body, clients=4) as statuses:
             busy(server, 4)
-            loaded = [probe(f"{spec},timeout=15") for _ in range(2)]
+            loaded = [probe("--timeout", "20", f"{spec},timeout=15") for _ in range(2)]
             live = probe(f"vllm:url={server.url},mode=live,timeout=5")
         completed = list(statuses)
         server.soft_failed = True
@@ -167,7 +168,8 @@ def test_tgi_live_uses_the_router_and_never_waits_for_the_queue() -> None:
             busy(server, 2)
             live = [probe(f"tgi:url={server.url},mode=live,timeout=2") for _ in range(2)]
             queued = probe(f"tgi:url={server.url},timeout=2")
-            ready = probe(f"tgi:url={server.url},timeout=30")
+            # The run's own deadline (--timeout, 10 s by default) bounds the check's.
+            ready = probe("--timeout", "40", f"tgi:url={server.url},timeout=30")
         completed = list(statuses)
     for run in live:
         assert run.rc == 0, run.stdout
@@ -226,8 +228,8 @@ def test_ollama_canary_idle_busy_wedged_soft_failed() -> None:
         body = {"model": "llama3.2", "prompt": "a long story", "stream": False}
         with load(f"{server.url}/api/generate", body, clients=3) as statuses:
             busy(server, 3)
-            loaded = probe(f"{spec},timeout=15")
-            live = probe(f"ollama:url={server.url},mode=live,timeout=2")
+            loaded = probe("--timeout", "20", f"{spec},timeout=15")
+            live = probe(f"ollama:url={server.url},mode=live,timeout=5")
         completed = list(statuses)
         server.soft_failed = True
         soft = probe(f"{spec},expect=response=Hello")

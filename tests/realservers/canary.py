@@ -33,6 +33,7 @@ from torchprobe.checks.http import json_at
 
 CLIENTS = 3  # concurrent requests: more than the one worker every app has
 SLOW = 1.0  # seconds each inference takes while busy: longer than a probe interval of 1 s
+# (the run's own deadline, --timeout, bounds a check's timeout=: both are given)
 
 
 @dataclass
@@ -96,7 +97,7 @@ def walk(target: Target, timeout: float = 3.0) -> dict[str, float]:
     with load(target.infer_url, target.sample, CLIENTS, target.headers) as statuses:
         time.sleep(SLOW * 1.5)  # every client has sent; requests queue behind the worker
         for _ in range(2):
-            busy = run_cli(f"{canary},timeout=30")
+            busy = run_cli("--timeout", "40", f"{canary},timeout=30")
             _check(busy, 0, "busy canary")
             seen["busy canary"] = max(seen.get("busy canary", 0.0), busy.elapsed)
         live = run_cli(f"{target.live},timeout=5")
@@ -122,7 +123,7 @@ def walk(target: Target, timeout: float = 3.0) -> dict[str, float]:
         print(f"{target.name} wedged: {wedged.stdout.splitlines()[0]}")
     finally:
         (switches / "wedge").unlink()
-    recovered = run_cli(f"{canary},timeout=30")  # the held requests drain first
+    recovered = run_cli("--timeout", "40", f"{canary},timeout=30")  # held requests drain first
     _check(recovered, 0, "canary after the wedge")
 
     (switches / "soft-fail").touch()

@@ -129,7 +129,7 @@ CANARY_OPTIONS = (
         "expect",
         _JsonOption(),
         repeatable=True,
-        help="the inference answer has VALUE at PATH: expect=0.label=cat (repeatable)",
+        help="the inference answer has VALUE at PATH: expect=0.label=cat",
     ),
     Option("content-type", text, help="infer= is sent as this (default application/json)"),
 )
