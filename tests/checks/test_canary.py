@@ -100,6 +100,29 @@ def test_triton_wedged_canary_fails_on_time_with_the_contrast() -> None:
     ) in run.stdout
 
 
+def test_the_contrast_is_in_the_json_details_and_a_big_answer_is_bounded() -> None:
+    class Big(StandIn):
+        size = 512 * 1024
+
+        def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
+            if path == "/health":
+                return 200, b"ok", "text/plain"
+            return _json(200, {"labels": ["cat"], "mask": "x" * self.size})
+
+    with Big() as server:
+        server.hang.add("/predict")
+        wedged = probe("--format", "json", f"litserve:url={server.url},infer=[1],timeout=2")
+        server.hang.clear()
+        big = probe(f"litserve:url={server.url},infer=[1],expect=labels.0=cat")
+        server.size = 8 * 1024 * 1024
+        huge = probe(f"litserve:url={server.url},infer=[1],expect=labels.0=cat")
+    details = json.loads(wedged.stdout)["checks"][0]["details"]
+    assert details["answered"].startswith("GET /health answered HTTP 200 OK in ")
+    assert big.rc == 0, big.stdout  # half a MiB of answer is read whole
+    assert huge.rc == 1
+    assert "the body exceeds 1024 KiB and cannot be read as JSON" in huge.stdout
+
+
 def test_triton_soft_failed_model_fails_naming_path_expected_and_got() -> None:
     with Triton() as server:
         server.soft_failed = True

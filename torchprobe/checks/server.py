@@ -115,6 +115,9 @@ def infer_endpoint(path: str, *, needs: str | None = "model", **more: Any) -> En
         "judge": _infer_judge,
         "accept": ANY_2XX,
         "canary": True,
+        # A model's answer (scores, a mask, embeddings) outgrows 64 KiB; bounded
+        # like the request, so a hostile answer still costs at most 1 MiB.
+        "limit": canary.BODY_MAX,
         **more,
     }
     return Endpoint(path, "inference", "inference failed", **values)
