@@ -475,3 +475,16 @@ def test_the_canary_makes_a_check_a_readiness_check() -> None:
     assert built("tgi").checks_readiness() is True
     with pytest.raises(UsageError):
         built("tgi:mode=live,generate=true")
+
+
+def test_every_canary_example_in_the_readme_is_a_valid_command() -> None:
+    import re
+    import shlex
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    lines = re.findall(r"^torchprobe '.*'$", readme, re.M)
+    assert len(lines) >= 4
+    for line in lines:
+        arguments = shlex.split(line)[1:]
+        run = run_cli(*arguments, "--dry-run")
+        assert run.rc == 0, (line, run.stdout, run.stderr)
