@@ -56,9 +56,6 @@ class Body:
                 ) from None
         return data
 
-    def __str__(self) -> str:
-        return f"@{self.path}" if self.path is not None else "JSON"
-
 
 def read_body(path: str) -> bytes:
     """A regular file of at most :data:`BODY_MAX` bytes; ``ValueError`` says why not.
