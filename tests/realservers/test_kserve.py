@@ -20,6 +20,7 @@ must not be printed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Run, run_cli
+from standins import load
 
 from .canary import Target, walk
 from .harness import APPS, ServerProcess, free_port, http_get, server_venv
@@ -145,6 +147,26 @@ def test_canary_idle_busy_wedged_soft_failed(kserve: KServe) -> None:
         switches=kserve.switches,
     )
     walk(target)
+
+
+def test_a_synchronous_predict_makes_a_busy_server_look_dead(kserve: KServe) -> None:
+    # KServe runs a non-async predict() on its event loop: while it computes, even
+    # /v2/health/live waits. No probe can tell that busy server from a dead one;
+    # the model must compute off the loop (tiny does, in a thread).
+    kserve.up()
+    (kserve.switches / "slow").write_text("4")
+    try:
+        body = {"instances": [[1.0, 2.0, 3.0, 4.0]]}
+        with load(f"{kserve.url}/v1/models/blocking:predict", body, clients=1) as statuses:
+            time.sleep(1)  # the request is in predict()
+            blocked = kserve.probe("mode=live")  # timeout=2
+        free = kserve.probe("mode=live")  # the client's last predict() has returned
+    finally:
+        (kserve.switches / "slow").unlink()
+    assert blocked.rc == 1, blocked.stdout
+    assert "GET /v2/health/live: timed out after 2s" in blocked.stdout, blocked.stdout
+    assert free.rc == 0, free.stdout  # it answers once predict() returns
+    assert set(statuses) == {200}
 
 
 def test_frozen_times_out(kserve: KServe) -> None:

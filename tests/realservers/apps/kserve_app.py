@@ -7,6 +7,8 @@ HTTP only (gRPC disabled). Models:
 - ``tiny``: a ``kserve.Model`` wrapping a ``torch.nn.Linear(4, 2)`` built here (nothing
   downloaded); ready.
 - ``broken``: registered, but its ``load()`` fails, so ``self.ready`` stays False.
+- ``blocking``: ``tiny`` with a synchronous ``predict()``, which KServe calls on its
+  event loop: while it computes, no endpoint of the server answers.
 
 Any other name is unknown to the server. ``tiny``'s inference obeys the
 switches of switches.py (``$CANARY_SWITCHES``): wedge, slow, soft-fail. It
@@ -61,6 +63,14 @@ class TinyModel(kserve.Model):
         return {"predictions": out.tolist()}
 
 
+class BlockingModel(TinyModel):
+    """A synchronous predict(), as many models are written: KServe 0.21 calls it on
+    the event loop itself (``Model.__call__``), so it holds every other request."""
+
+    def predict(self, payload, headers=None, response_headers=None):  # type: ignore[no-untyped-def,override]
+        return self._compute(payload["instances"])
+
+
 class BrokenModel(TinyModel):
     """Its weights cannot be loaded: registered, never ready."""
 
@@ -76,6 +86,8 @@ class BrokenModel(TinyModel):
 def main() -> None:
     tiny = TinyModel("tiny")
     tiny.load()
+    blocking = BlockingModel("blocking")
+    blocking.load()
     broken = BrokenModel("broken")
     broken.load()
     server = kserve.ModelServer(http_port=PORT, enable_grpc=False, workers=1)
@@ -84,7 +96,7 @@ def main() -> None:
     # keep it out of start(), so that the server knows it and answers "not ready"
     # rather than "not found" (or, worse, "ready").
     server.register_model(broken)
-    server.start([tiny])
+    server.start([tiny, blocking])
 
 
 if __name__ == "__main__":
