@@ -220,8 +220,8 @@ def test_sglang_default_timeout_allows_its_one_second_health() -> None:
         starting = fails(f"sglang:url={server.url}")
     assert build("sglang").timeout >= 5
     assert outcome.details["elapsed_ms"] >= 1000
-    assert generate.message.startswith("ready: generation healthy in ")
-    assert server.paths()[:2] == ["/health", "/health_generate"]
+    assert generate.message.startswith("ready: server up, generation healthy in ")
+    assert server.paths()[:3] == ["/health", "/get_model_info", "/health_generate"]
     assert starting.message.startswith("server not healthy: GET /health answered HTTP 503")
 
 
@@ -232,7 +232,8 @@ def test_sglang_wedged_generation_fails_at_the_timeout() -> None:
         run = run_cli(f"sglang:url={server.url},generate=true,timeout=2")
     assert run.rc == 1
     assert time.monotonic() - started < 6
-    assert "GET /health_generate: timed out after 2s" in run.stdout
+    contrast = "inference did not answer in 2s (GET /get_model_info answered HTTP 200 OK in "
+    assert f"GET /health_generate: {contrast}" in run.stdout
 
 
 def test_ollama_model_pulled_and_whether_it_is_loaded() -> None:

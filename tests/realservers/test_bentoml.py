@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from conftest import Run, alive, children, run_cli
 
+from .canary import Target, walk
 from .harness import APPS, ServerProcess, free_port, http_get, server_venv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -58,6 +59,7 @@ def bento(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bento]:
         "BENTOML_DO_NOT_TRACK": "True",
         "BENTOML_APP_NOT_READY": str(state / "not-ready"),
         "BENTOML_APP_NOT_ALIVE": str(state / "not-alive"),
+        "CANARY_SWITCHES": str(state),
     }
     command = [str(python), str(APPS / "bentoml_app.py"), "--port", str(port)]
     server = ServerProcess(command, name="bentoml", cwd=state, env=env)
@@ -110,6 +112,19 @@ def test_not_alive(bento: Bento) -> None:
         bento.not_alive.unlink()
     assert live.rc == 1, live.stdout
     assert "/livez" in live.stdout and "503" in live.stdout, live.stdout
+
+
+def test_canary_idle_busy_wedged_soft_failed(bento: Bento) -> None:
+    target = Target(
+        name="bentoml",
+        ready=f"bentoml:url={bento.url},api=classify",  # api=: where infer= posts
+        live=f"bentoml:url={bento.url},mode=live",
+        infer_url=f"{bento.url}/classify",
+        sample={"inputs": [[1.0, 2.0, 3.0, 4.0]]},
+        path="0",
+        switches=bento.not_ready.parent,
+    )
+    walk(target)
 
 
 def test_frozen_times_out(bento: Bento) -> None:

@@ -20,13 +20,17 @@ must not be printed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from conftest import Run, run_cli
+from standins import load
 
+from .canary import Target, walk
 from .harness import APPS, ServerProcess, free_port, http_get, server_venv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -38,6 +42,7 @@ SECRET = "kserve-token-7d41c2"
 class KServe:
     server: ServerProcess
     url: str
+    switches: Path
 
     def probe(self, *options: str) -> Run:
         spec = ",".join([f"url={self.url}", *options, "timeout=2"])
@@ -48,13 +53,18 @@ class KServe:
 
 
 @pytest.fixture(scope="module")
-def kserve() -> Iterator[KServe]:
+def kserve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KServe]:
     python = server_venv("kserve")
     port = free_port()
-    server = ServerProcess([str(python), str(APPS / "kserve_app.py"), str(port)], name="kserve")
+    switches = tmp_path_factory.mktemp("kserve-switches")
+    server = ServerProcess(
+        [str(python), str(APPS / "kserve_app.py"), str(port)],
+        name="kserve",
+        env={"CANARY_SWITCHES": str(switches)},
+    )
     server.start()
     try:
-        ks = KServe(server, f"http://127.0.0.1:{port}")
+        ks = KServe(server, f"http://127.0.0.1:{port}", switches)
         server.wait_http(f"{ks.url}/v2/models/tiny/ready", timeout=180)
         yield ks
     finally:
@@ -120,6 +130,43 @@ def test_version_not_supported(kserve: KServe) -> None:
     run = kserve.probe("model=tiny", "version=1")
     assert run.rc == 1, run.stdout
     assert "501" in run.stdout, run.stdout
+
+
+def test_canary_idle_busy_wedged_soft_failed(kserve: KServe) -> None:
+    # tiny's predict() takes v1 instances; its inference runs in a thread, one at
+    # a time, so a wedged one leaves the event loop (and the health endpoints) free.
+    kserve.up()
+    url = f"kserve:url={kserve.url},protocol=v1,model=tiny"
+    target = Target(
+        name="kserve",
+        ready=url,
+        live=f"{url},mode=live",
+        infer_url=f"{kserve.url}/v1/models/tiny:predict",
+        sample={"instances": [[1.0, 2.0, 3.0, 4.0]]},
+        path="predictions.0.0",
+        switches=kserve.switches,
+    )
+    walk(target)
+
+
+def test_a_synchronous_predict_makes_a_busy_server_look_dead(kserve: KServe) -> None:
+    # KServe runs a non-async predict() on its event loop: while it computes, even
+    # /v2/health/live waits. No probe can tell that busy server from a dead one;
+    # the model must compute off the loop (tiny does, in a thread).
+    kserve.up()
+    (kserve.switches / "slow").write_text("4")
+    try:
+        body = {"instances": [[1.0, 2.0, 3.0, 4.0]]}
+        with load(f"{kserve.url}/v1/models/blocking:predict", body, clients=1) as statuses:
+            time.sleep(1)  # the request is in predict()
+            blocked = kserve.probe("mode=live")  # timeout=2
+        free = kserve.probe("mode=live")  # the client's last predict() has returned
+    finally:
+        (kserve.switches / "slow").unlink()
+    assert blocked.rc == 1, blocked.stdout
+    assert "GET /v2/health/live: timed out after 2s" in blocked.stdout, blocked.stdout
+    assert free.rc == 0, free.stdout  # it answers once predict() returns
+    assert set(statuses) == {200}
 
 
 def test_frozen_times_out(kserve: KServe) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from conftest import Run, require, run_cli
 
+from .canary import Target, walk
 from .harness import APPS, ServerProcess, free_port, http_get, server_venv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -67,6 +68,7 @@ def lit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lit]:
         "LIT_SERVER_API_KEY": API_KEY,
         "LITSERVE_APP_SETUP_GATE": str(gate),
         "LITSERVE_APP_NOT_HEALTHY": str(state / "not-healthy"),
+        "CANARY_SWITCHES": str(state),
     }
     command = [str(python), str(APPS / "litserve_app.py"), "--port", str(port)]
     server = ServerProcess(command, name="litserve", cwd=state, env=env)
@@ -134,6 +136,22 @@ def test_not_healthy(lit: Lit) -> None:
     for run in runs:  # LitServe has one endpoint for both
         assert run.rc == 1, run.stdout
         assert "/health" in run.stdout and "503" in run.stdout, run.stdout
+
+
+def test_canary_idle_busy_wedged_soft_failed(lit: Lit) -> None:
+    lit.ready()
+    url = f"litserve:url={lit.url},{KEY}"
+    target = Target(
+        name="litserve",
+        ready=url,
+        live=f"{url},mode=live",
+        infer_url=f"{lit.url}/predict",
+        sample={"inputs": [[1.0, 2.0, 3.0, 4.0]]},
+        path="labels.0",
+        switches=lit.gate.parent,
+        headers={"X-API-Key": API_KEY},
+    )
+    walk(target)
 
 
 def test_frozen_times_out(lit: Lit) -> None:

@@ -28,10 +28,12 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from conftest import Run, run_cli
 
+from .canary import Target, walk
 from .harness import APPS, ServerProcess, free_port, http_get, server_venv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -53,6 +55,7 @@ def post(url: str, timeout: float = 30) -> int:
 class MLServer:
     server: ServerProcess
     url: str
+    switches: Path
 
     def probe(self, preset: str, *options: str) -> Run:
         spec = ",".join([f"url={self.url}", *options, "timeout=2"])
@@ -81,10 +84,12 @@ def mlserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MLServer]:
     while grpc == http:
         grpc = free_port()
     command = [str(python), str(APPS / "mlserver_app.py"), str(http), str(grpc), str(state)]
-    server = ServerProcess(command, name="mlserver", cwd=state)
+    switches = tmp_path_factory.mktemp("mlserver-switches")
+    env = {"CANARY_SWITCHES": str(switches)}
+    server = ServerProcess(command, name="mlserver", cwd=state, env=env)
     server.start()
     try:
-        ml = MLServer(server, f"http://127.0.0.1:{http}")
+        ml = MLServer(server, f"http://127.0.0.1:{http}", switches)
         server.wait_http(f"{ml.url}/v2/models/tiny/ready", timeout=180)
         yield ml
     finally:
@@ -176,6 +181,27 @@ def test_unloaded_model(mlserver: MLServer) -> None:
         assert "tiny" in run.stdout, run.stdout
     assert live.rc == 0, (live.stdout, live.stderr)
     assert mlserver.probe("triton", "model=tiny").rc == 0  # loaded again
+
+
+def test_canary_idle_busy_wedged_soft_failed(mlserver: MLServer) -> None:
+    # tiny's inference runs in a thread, one at a time: a wedged one leaves the
+    # event loop, and with it every health endpoint, answering.
+    mlserver.reset()
+    url = f"triton:url={mlserver.url},model=tiny"
+    target = Target(
+        name="mlserver",
+        ready=url,
+        live=f"{url},mode=live",
+        infer_url=f"{mlserver.url}/v2/models/tiny/infer",
+        sample={
+            "inputs": [
+                {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 4.0]}
+            ]
+        },  # fmt: skip
+        path="outputs.0.data.0",
+        switches=mlserver.switches,
+    )
+    walk(target)
 
 
 def test_frozen_times_out(mlserver: MLServer) -> None:

@@ -63,6 +63,7 @@ from typing import Any
 import pytest
 from conftest import Run, require, run_cli
 
+from .canary import Target, walk
 from .harness import APPS, ServerProcess, free_port, http_get, server_venv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -136,6 +137,7 @@ def ray() -> Iterator[RayServe]:
     temp_dir = Path(tempfile.mkdtemp(prefix="tp-ray-"))
     control = temp_dir / "control"
     control.mkdir()
+    (temp_dir / "switches").mkdir()
     # Every process of this server inherits it: leftovers() tells them by it
     # from those of another Ray on the machine.
     marker = f"{MARKER}={temp_dir}"
@@ -144,7 +146,8 @@ def ray() -> Iterator[RayServe]:
          "--dashboard-port", str(dashboard_port), "--control", str(control),
          "--temp-dir", str(temp_dir)],
         name="ray",
-        env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, MARKER: str(temp_dir)},
+        env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, MARKER: str(temp_dir),
+             "CANARY_SWITCHES": str(temp_dir / "switches")},
     )  # fmt: skip
     server.start()
     try:
@@ -308,6 +311,21 @@ def test_without_app_every_app_must_run(ray: RayServe) -> None:
     run = run_cli(ray.spec(dashboard=True))
     assert run.rc == 0, output(run)
     assert "1 RUNNING" in run.stdout, output(run)
+
+
+def test_canary_idle_busy_wedged_soft_failed(ray: RayServe) -> None:
+    # The replica computes in a thread, one request at a time: a wedged one
+    # leaves the proxy and the replica's own loop answering.
+    target = Target(
+        name="ray",
+        ready=f"ray:url={ray.url},app=classifier",
+        live=f"ray:url={ray.url},mode=live",
+        infer_url=f"{ray.url}/classify",
+        sample={"inputs": [[1.0, 2.0, 3.0, 4.0]]},
+        path="labels.0",
+        switches=ray.control.parent / "switches",
+    )
+    walk(target)
 
 
 def test_frozen_server_times_out(ray: RayServe) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 from conftest import Run, require, run_cli
 
+from .canary import Target, walk
 from .harness import APPS, ServerProcess, free_port, http_get, server_venv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -87,6 +88,7 @@ def assert_no_keys(run: Run, ts: TorchServe, *extra: str) -> None:
 def torchserve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchServe]:
     python = server_venv("torchserve")
     workdir = tmp_path_factory.mktemp("torchserve")
+    (workdir / "switches").mkdir()
     port, management = free_port(), free_port()
     server = ServerProcess(
         [
@@ -97,6 +99,7 @@ def torchserve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchServe]
             "--model", MODEL,
             "--spare", SPARE,
             "--broken", BROKEN,
+            "--switches", str(workdir / "switches"),
         ],
         name="torchserve",
     )  # fmt: skip
@@ -267,6 +270,24 @@ def test_token_file_is_reread_after_new_keys(torchserve: TorchServe) -> None:
     run = run_cli(torchserve.spec(model=MODEL))
     assert run.rc == 0, run.stdout + run.stderr
     assert_no_keys(run, torchserve, old["inference"], old["management"])
+
+
+def test_canary_idle_busy_wedged_soft_failed(torchserve: TorchServe) -> None:
+    # The headline fake-dead: a worker blocked for good while the frontend answers
+    # /ping Healthy and the management API lists the worker READY.
+    inference = torchserve.keys()["inference"]
+    target = Target(
+        name="torchserve",
+        ready=torchserve.spec(model=MODEL),
+        live=torchserve.spec(mode="live"),
+        infer_url=f"{torchserve.url}/predictions/{MODEL}",
+        sample=[[1.0, 2.0, 3.0, 4.0]],
+        path="0.0",
+        switches=torchserve.key_file.parent / "switches",
+        headers={"Authorization": f"Bearer {inference}"},
+    )
+    walk(target)
+    assert torchserve.workers(MODEL) == ["READY"]
 
 
 def test_frozen_server_times_out(torchserve: TorchServe) -> None:

@@ -14,10 +14,11 @@ from typing import Any
 from ..base import CheckFailed, Option, Outcome, UsageError
 from ..options import boolean, choice, text
 from ..scrub import clip
+from .canary import CANARY_OPTIONS
 from .http import Reply, Url
 from .progress import Watch
 from .promtext import parse_selector
-from .server import Endpoint, ServerCheck, _BaseUrl, need, server_options
+from .server import Endpoint, ServerCheck, _BaseUrl, infer_endpoint, need, server_options
 from .stall import NoMetrics, ServerMetrics
 
 __all__ = [
@@ -78,8 +79,8 @@ class TorchServe(ServerCheck):
     server = "TorchServe"
     port = 8080
     description = (
-        "TorchServe: /ping says Healthy; with model=, a READY worker (management API) "
-        "[port 8080, management 8081]"
+        "TorchServe: /ping says Healthy; with model=, a READY worker (management API); "
+        "infer= posts to /predictions/NAME [port 8080, management 8081]"
     )
     options = server_options(
         8080,
@@ -94,8 +95,10 @@ class TorchServe(ServerCheck):
                 text,
                 help="TorchServe's key_file.json, re-read every run (its keys expire)",
             ),
+            *CANARY_OPTIONS,
         ),
     )
+    inference = infer_endpoint("/predictions/{model}", missing="model {model} is not registered")
     live = (
         Endpoint("/ping", "server Healthy", "server not Healthy", json=(("status", "Healthy"),)),
     )
@@ -195,6 +198,10 @@ _V2 = (
 class _OpenInference(ServerCheck):
     live = (Endpoint("/v2/health/live", "server live", "server not live"),)
     ready = _V2
+    inference = infer_endpoint(
+        "/v2/models/{model}{version_path}/infer",
+        missing="model {model}{version_shown} is unknown to the server",
+    )
     version: str | None
 
     def fields(self) -> dict[str, str]:
@@ -222,9 +229,9 @@ class Triton(_OpenInference):
     port = 8000
     description = (
         "Triton (KServe v2 protocol): /v2/health/live, /v2/health/ready, "
-        "/v2/models/NAME/ready [port 8000]"
+        "/v2/models/NAME/ready; infer= posts to /v2/models/NAME/infer [port 8000]"
     )
-    options = server_options(8000, extra=(_VERSION,))
+    options = server_options(8000, extra=(_VERSION, *CANARY_OPTIONS))
     # Triton core, src/metrics.cc: a gauge and counters per model and version
     # (labels "model", "version"), on the metrics port 8002.
     metrics = ServerMetrics(
@@ -253,13 +260,15 @@ class KServe(_OpenInference):
     port = 8080
     description = (
         "KServe model server: v2 /v2/health/*, /v2/models/NAME/ready; "
-        "v1 /v1/models/NAME ready=true [port 8080]"
+        "v1 /v1/models/NAME ready=true; infer= posts to v2 /v2/models/NAME/infer, "
+        "v1 /v1/models/NAME:predict [port 8080]"
     )
     options = server_options(
         8080,
         extra=(
             Option("protocol", choice("v1", "v2"), default="v2", help="inference protocol"),
             _VERSION,
+            *CANARY_OPTIONS,
         ),
     )
     metrics = NoMetrics(
@@ -276,6 +285,9 @@ class KServe(_OpenInference):
             missing="model {model} is unknown to the server",
         ),
     )
+    v1_inference = infer_endpoint(
+        "/v1/models/{model}:predict", missing="model {model} is unknown to the server"
+    )
     protocol: str
 
     def __init__(self, **values: Any) -> None:
@@ -291,6 +303,10 @@ class KServe(_OpenInference):
         if self.protocol == "v1":
             return tuple(self.v1_live if self.mode == "live" else self.v1_ready)
         return tuple(super().endpoints())
+
+    def canary_endpoints(self) -> tuple[Endpoint, ...]:
+        chosen = tuple(super().canary_endpoints())
+        return (self.v1_inference,) if chosen and self.protocol == "v1" else chosen
 
 
 # --- LLM servers -----------------------------------------------------------------------------
@@ -316,6 +332,15 @@ def _vllm_models(check: VLLM, reply: Reply, document: Any) -> str:
     return _served(check, listed, "/v1/models")
 
 
+def _generate(what: str) -> Option:
+    return Option(
+        "generate",
+        boolean,
+        default=False,
+        help=f"ready: also {what} (inference: catches a stuck engine; never with mode=live)",
+    )
+
+
 def _completion_body(check: VLLM) -> bytes:
     model = check.model or (check.served[0] if check.served else "")
     return json.dumps({"model": model, "prompt": "Hi", "max_tokens": 1}).encode()
@@ -338,17 +363,7 @@ class VLLM(ServerCheck):
         "vLLM: /health, and ready means /v1/models lists the model; "
         "generate=true also runs a 1-token completion [port 8000]"
     )
-    options = server_options(
-        8000,
-        extra=(
-            Option(
-                "generate",
-                boolean,
-                default=False,
-                help="also generate 1 token (inference: the only way to catch a stuck engine)",
-            ),
-        ),
-    )
+    options = server_options(8000, extra=(_generate("a 1-token completion"),))
     live = (Endpoint("/health", "engine up", "engine not healthy"),)
     ready = (*live, Endpoint("/v1/models", "model listed", "models not listed", judge=_vllm_models))
     # vllm/v1/metrics/loggers.py (PrometheusStatLogger): labels model_name, engine;
@@ -375,6 +390,7 @@ class VLLM(ServerCheck):
         method="POST",
         body=_completion_body,
         judge=_completion,
+        canary=True,
     )
     generate: bool
 
@@ -382,9 +398,8 @@ class VLLM(ServerCheck):
         super().__init__(**values)
         self.served: list[str] = []
 
-    def endpoints(self) -> tuple[Endpoint, ...]:
-        chosen = tuple(super().endpoints())
-        return (*self.ready, self.generate_endpoint) if self.generate else chosen
+    def canary_endpoints(self) -> tuple[Endpoint, ...]:
+        return (self.generate_endpoint,) if self.generate else ()
 
 
 def _tgi_info(check: TGI, reply: Reply, document: Any) -> str:
@@ -398,17 +413,27 @@ def _tgi_info(check: TGI, reply: Reply, document: Any) -> str:
     return _served(check, listed, "/info")
 
 
+def _tgi_generated(check: TGI, reply: Reply, document: Any) -> str:
+    text_ = document.get("generated_text") if isinstance(document, dict) else None
+    need(
+        isinstance(text_, str),
+        f"cannot generate: POST /generate answered {reply.status_line} without generated_text",
+    )
+    return f"generated 1 token in {reply.elapsed_ms:.0f} ms"
+
+
 class TGI(ServerCheck):
     name = "tgi"
     server = "TGI"
     port = 80
-    # /health runs a real request through every shard, queued behind the load.
+    # /health runs a request through every shard, queued behind the load.
     timeout = 10.0
     description = (
-        "Text Generation Inference: /health (a real check of every shard), "
-        "/info for the model id [port 80, as in its image]"
+        "Text Generation Inference: live /info (the router, never queued); ready also "
+        "/health (every shard, queued behind the load); generate=true: POST /generate, "
+        "1 new token [port 80, as in its image]"
     )
-    options = server_options(80)
+    options = server_options(80, extra=(_generate("generate 1 new token"),))
     # router/src/server.rs and backends/v3/src (metrics-exporter-prometheus: no
     # _total suffix): tgi_batch_inference_success moves at every prefill and decode step.
     metrics = ServerMetrics(
@@ -419,8 +444,29 @@ class TGI(ServerCheck):
             lazy=True,
         ),
     )
-    live = (Endpoint("/health", "shards healthy", "not healthy"),)
-    ready = (*live, Endpoint("/info", "model", "no model info", judge=_tgi_info))
+    # The router answers /info from memory (router/src/server.rs: get_model_info
+    # returns the Info it was started with); /health calls every shard over gRPC,
+    # behind the batches in flight (TGI #3241: a full queue fails it).
+    live = (Endpoint("/info", "router up", "router not answering"),)
+    ready = (
+        Endpoint("/health", "shards healthy", "not healthy"),
+        Endpoint("/info", "model", "no model info", judge=_tgi_info),
+    )
+    generate_endpoint = Endpoint(
+        "/generate",
+        "generation",
+        "cannot generate",
+        method="POST",
+        body=lambda check: json.dumps(
+            {"inputs": "Hi", "parameters": {"max_new_tokens": 1}}
+        ).encode(),
+        judge=_tgi_generated,
+        canary=True,
+    )
+    generate: bool
+
+    def canary_endpoints(self) -> tuple[Endpoint, ...]:
+        return (self.generate_endpoint,) if self.generate else ()
 
 
 class SGLang(ServerCheck):
@@ -429,22 +475,22 @@ class SGLang(ServerCheck):
     port = 30000
     timeout = 10.0
     description = (
-        "SGLang: /health; generate=true uses /health_generate (one real token) [port 30000]"
+        "SGLang: live /get_model_info (the API server, never queued); ready /health "
+        "(one real token); generate=true uses /health_generate [port 30000]"
     )
     options = server_options(
-        30000,
-        model=False,
-        extra=(
-            Option(
-                "generate",
-                boolean,
-                default=False,
-                help="/health_generate: generate one token (slow: seconds under load)",
-            ),
-        ),
+        30000, model=False, extra=(_generate("run /health_generate (seconds under load)"),)
     )
-    live = ready = (Endpoint("/health", "server healthy", "server not healthy"),)
-    generate_endpoint = Endpoint("/health_generate", "generation healthy", "cannot generate")
+    # /health and /health_generate are one handler (http_server.py: health_generate)
+    # that queues a 1-token request for the scheduler and polls once a second for
+    # up to SGLANG_HEALTH_CHECK_TIMEOUT (20 s) for any scheduler output: a long
+    # prefill fails it (SGLang #22511). /get_model_info answers from the API
+    # server's own state.
+    live = (Endpoint("/get_model_info", "server up", "server not answering"),)
+    ready = (Endpoint("/health", "server healthy", "server not healthy"),)
+    generate_endpoint = Endpoint(
+        "/health_generate", "generation healthy", "cannot generate", canary=True
+    )
     # python/sglang/srt/metrics/collector.py: the token counters move only when a
     # request finishes; the inter-token-latency histogram's count as tokens reach
     # the tokenizer manager (tokenizer_manager.py, collect_metrics).
@@ -464,7 +510,12 @@ class SGLang(ServerCheck):
     generate: bool
 
     def endpoints(self) -> tuple[Endpoint, ...]:
-        return (self.generate_endpoint,) if self.generate else tuple(super().endpoints())
+        # generate=true: the same one-token request, after an answer that does not
+        # wait for the scheduler, so that a timeout shows the contrast.
+        return self.live if self.generate else tuple(super().endpoints())
+
+    def canary_endpoints(self) -> tuple[Endpoint, ...]:
+        return (self.generate_endpoint,) if self.generate else ()
 
 
 def _ollama_tags(check: Ollama, reply: Reply, document: Any) -> str:
@@ -488,14 +539,34 @@ def _ollama_ps(check: Ollama, reply: Reply, document: Any) -> str:
     return state
 
 
+def _ollama_body(check: Ollama) -> bytes:
+    """infer= for /api/generate: the model of model= and one answer, not a stream."""
+    from . import canary
+
+    raw = canary.body(check)
+    try:
+        request = json.loads(raw)
+    except ValueError:
+        return raw  # content-type= said it is not JSON: sent as it is
+    if isinstance(request, dict):
+        request.setdefault("model", check.model)
+        request["stream"] = False  # a stream is NDJSON, not one JSON answer
+        return json.dumps(request).encode()
+    return raw
+
+
 class Ollama(ServerCheck):
     name = "ollama"
     server = "Ollama"
     port = 11434
     description = (
-        "Ollama: / answers; with model=, /api/tags lists it (/api/ps: loaded?) [port 11434]"
+        "Ollama: / answers; with model=, /api/tags lists it (/api/ps: loaded?); "
+        "infer= posts to /api/generate, not streamed [port 11434]"
     )
-    options = server_options(11434)
+    options = server_options(11434, extra=CANARY_OPTIONS)
+    inference = infer_endpoint(
+        "/api/generate", body=_ollama_body, missing="model {model} not found"
+    )
     metrics = NoMetrics("Ollama has no metrics endpoint")
     live = ready = (
         Endpoint("/", "server running", "server not running"),
@@ -528,6 +599,7 @@ def _ray_routes(check: RayServe, reply: Reply, document: Any) -> str:
             f"application {check.app!r} not deployed: /-/routes lists "
             + (", ".join(listed[:5]) if listed else "none"),
         )
+        check.route = found[0][0]
         return f"application {found[0][1]!r} at {found[0][0]}"
     need(bool(pairs), "no application deployed: /-/routes lists none")
     return f"{len(pairs)} application{'s' if len(pairs) > 1 else ''}"
@@ -573,7 +645,8 @@ class RayServe(ServerCheck):
     port = 8000
     description = (
         "Ray Serve: proxy /-/healthz; ready: /-/routes lists the app (app=), and with "
-        "dashboard-url= the Serve API says RUNNING [port 8000]"
+        "dashboard-url= the Serve API says RUNNING; infer= posts to the app's route "
+        "[port 8000]"
     )
     options = server_options(
         8000,
@@ -585,6 +658,7 @@ class RayServe(ServerCheck):
                 _BaseUrl(),
                 help="Ray's dashboard, e.g. http://127.0.0.1:8265: ready needs RUNNING there",
             ),
+            *CANARY_OPTIONS,
         ),
     )
     live = (Endpoint("/-/healthz", "proxy healthy", "proxy not healthy"),)
@@ -601,6 +675,8 @@ class RayServe(ServerCheck):
             limit=4 * 1024 * 1024,  # every app with its config and deployments
         ),
     )
+    # {route}: the app's route prefix, from /-/routes (probed before it).
+    inference = infer_endpoint("{route}", needs="app")
     other_ports = {"dashboard-url": 8265}
     # python/ray/serve/_private/replica.py and router.py, exported with a ray_
     # prefix by Ray's metrics agent (counters with _total).
@@ -621,6 +697,13 @@ class RayServe(ServerCheck):
     app: str | None
     dashboard_url: Url | None
 
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        self.route = ""
+
+    def fields(self) -> dict[str, str]:
+        return {**super().fields(), "route": self.route or "/"}
+
 
 _NOT_HEALTH = '{endpoint!~"/(livez|readyz|healthz|health|metrics)"}'
 
@@ -629,8 +712,15 @@ class BentoML(ServerCheck):
     name = "bentoml"
     server = "BentoML"
     port = 3000
-    description = "BentoML: /livez, /readyz [port 3000]"
-    options = server_options(3000, model=False)
+    description = "BentoML: /livez, /readyz; infer= posts to /API (api=) [port 3000]"
+    options = server_options(
+        3000,
+        model=False,
+        extra=(
+            Option("api", text, help="with infer=: the API (method) name, posted to /API"),
+            *CANARY_OPTIONS,
+        ),
+    )
     # src/bentoml/_internal/server/http/instruments.py: per endpoint, with the probe's
     # own /livez, /readyz and /healthz counted too, so those are left out.
     metrics = ServerMetrics(
@@ -649,16 +739,32 @@ class BentoML(ServerCheck):
     )
     live = (Endpoint("/livez", "server live", "server not live"),)
     ready = (Endpoint("/readyz", "server ready", "server not ready"),)
+    inference = infer_endpoint("/{api}", needs="api", missing="no API {api}")
+    api: str | None
+
+    def fields(self) -> dict[str, str]:
+        from urllib.parse import quote
+
+        return {**super().fields(), "api": quote((self.api or "").strip("/"), safe="/")}
+
+    def _shown_fields(self) -> dict[str, str]:
+        return {**super()._shown_fields(), "api": repr(self.api or "")}
 
 
 class LitServe(ServerCheck):
     name = "litserve"
     server = "LitServe"
     port = 8000
-    description = "LitServe: /health (200 once its workers are set up) [port 8000]"
+    description = (
+        "LitServe: /health (200 once its workers are set up); infer= posts to /predict [port 8000]"
+    )
     options = server_options(
-        8000, model=False, token_help="LitServe's API key, sent as 'X-API-Key: TOKEN'"
+        8000,
+        model=False,
+        extra=CANARY_OPTIONS,
+        token_help="LitServe's API key, sent as 'X-API-Key: TOKEN'",
     )
     token_header = ("X-API-Key", "{}")
     metrics = NoMetrics("LitServe has no metrics endpoint of its own")
     live = ready = (Endpoint("/health", "healthy", "not healthy"),)
+    inference = infer_endpoint("/predict", needs=None)

@@ -15,7 +15,10 @@ answered what::
         live = ready = (Endpoint("/health", "server ready"),)
 
 Endpoints are probed in order; the first that does not answer as declared
-fails the check. ``info`` endpoints only add to the report.
+fails the check. ``info`` endpoints only add to the report. A preset that
+declares ``inference`` offers ``infer=`` (see :mod:`torchprobe.checks.canary`):
+one real inference request after the mode's endpoints, whose timeout names
+what the health endpoints answered meanwhile.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..base import Check, CheckFailed, Option, Outcome, passed
+from ..base import Check, CheckFailed, Option, Outcome, UsageError, passed
 from ..options import boolean, choice, text
 from ..scrub import clean, register
+from . import canary
 from ._httpwire import BODY_LIMIT
 from .http import (
     Reply,
@@ -41,7 +45,7 @@ from .http import (
     parse_url,
 )
 from .stall import NoMetrics, ServerMetrics, check_options, progress, stall_options
-from .tcp import Deadline
+from .tcp import Deadline, seconds
 
 __all__ = ["Endpoint", "ServerCheck", "base_url", "server_options"]
 
@@ -85,6 +89,40 @@ class Endpoint:
     info: bool = False
     #: At most this much of the answer's body is read (an API listing a whole cluster).
     limit: int = BODY_LIMIT
+    #: Real inference (``infer=``, ``generate=true``): any 2xx is an answer, and a
+    #: timeout names what the endpoints before it answered.
+    canary: bool = False
+
+
+#: Every 2xx: a model's own handler may answer 201 or 204 as well as 200.
+ANY_2XX = tuple(range(200, 300))
+
+
+def _infer_judge(check: Any, reply: Reply, document: Any) -> str:
+    """The answer of ``infer=`` is JSON; ``expect=`` judges its values."""
+    answered = f"{check._where} answered {reply.status_line}"
+    try:
+        document = json_body(reply.response)
+    except ValueError as exc:
+        raise CheckFailed(f"wrong answer: {answered}, but {exc}") from None
+    return f"inference {canary.judge(check, document, answered)} in {reply.elapsed_ms:.0f} ms"
+
+
+def infer_endpoint(path: str, *, needs: str | None = "model", **more: Any) -> Endpoint:
+    """The endpoint ``infer=`` posts to: ``infer_endpoint("/predictions/{model}")``."""
+    values: dict[str, Any] = {
+        "method": "POST",
+        "needs": needs,
+        "body": canary.body,
+        "judge": _infer_judge,
+        "accept": ANY_2XX,
+        "canary": True,
+        # A model's answer (scores, a mask, embeddings) outgrows 64 KiB; bounded
+        # like the request, so a hostile answer still costs at most 1 MiB.
+        "limit": canary.BODY_MAX,
+        **more,
+    }
+    return Endpoint(path, "inference", "inference failed", **values)
 
 
 def base_url(value: str) -> Url:
@@ -142,6 +180,8 @@ class ServerCheck(Check):
     ready: ClassVar[Sequence[Endpoint]] = ()
     #: What ``stall=`` reads (see :mod:`torchprobe.checks.stall`), or why it cannot.
     metrics: ClassVar[ServerMetrics | NoMetrics | None] = None
+    #: Where ``infer=`` sends its request (with :data:`canary.CANARY_OPTIONS`).
+    inference: ClassVar[Endpoint | None] = None
     timeout = 5.0
     worker = None
 
@@ -159,6 +199,24 @@ class ServerCheck(Check):
             self.model: str | None = None
         self.notes: dict[str, Any] = {}
         check_options(self)
+        self._answered = ""  # the last endpoint that answered, for a canary's timeout
+        self._where = ""
+        canary.validate(self)
+        needs = self.inference.needs if self.inference else None
+        if getattr(self, "infer", None) is not None and needs and not self._given(needs):
+            path = self.inference.path if self.inference else ""
+            raise UsageError(f"check {self.name!r}: infer= needs {needs}= (POST {path})")
+
+    def checks_readiness(self) -> bool:
+        """``mode=ready`` (the default) asks whether the server can serve its
+        model: readiness; so does a real inference (``infer=``, ``generate=true``).
+        Every option that makes a configuration ask that adds its term here;
+        ``stall=`` judges liveness and adds none."""
+        return (
+            self.mode == "ready"
+            or getattr(self, "infer", None) is not None
+            or bool(getattr(self, "generate", False))
+        )
 
     # -- what a preset may override ------------------------------------------------
 
@@ -166,11 +224,11 @@ class ServerCheck(Check):
         """The endpoints of this run, in order (by default: those of ``mode``)."""
         return self.live if self.mode == "live" else self.ready
 
-    def checks_readiness(self) -> bool:
-        """``mode=ready`` (the default) asks whether the server can serve its
-        model: readiness. Every option that makes a configuration ask that
-        (of a model, of an answer) adds its term here."""
-        return self.mode == "ready"
+    def canary_endpoints(self) -> Sequence[Endpoint]:
+        """What ``infer=`` adds after :meth:`endpoints` (by default: ``inference``)."""
+        if getattr(self, "infer", None) is None or self.inference is None:
+            return ()
+        return (self.inference,)
 
     def fields(self) -> dict[str, str]:
         """Values for the braces of endpoint paths."""
@@ -207,12 +265,13 @@ class ServerCheck(Check):
     def run(self) -> Outcome:
         start = time.monotonic()
         clock = Deadline.of(self)
+        self._answered = ""
         base = self.base("url")
         seen: list[str] = []
         details: dict[str, Any] = {"server": self.server, "mode": self.mode, "url": base.shown}
         answers: dict[str, Any] = {}
         try:
-            for endpoint in self.endpoints():
+            for endpoint in (*self.endpoints(), *self.canary_endpoints()):
                 if endpoint.needs and not self._given(endpoint.needs):
                     continue
                 if endpoint.unless and self._given(endpoint.unless):
@@ -257,6 +316,8 @@ class ServerCheck(Check):
         token = self.token_for(endpoint)
         headers = self.request_headers(token)
         body = endpoint.body(self) if endpoint.body else None
+        kind = canary.content_type(self) if endpoint.canary else canary.JSON_TYPE
+        self._where = where
         if endpoint.info:  # an extra for the report may not eat the verdict's time
             budget = min(INFO_TIME, clock.left() / 2)
             clock = Deadline(time.monotonic() + budget, budget)
@@ -268,17 +329,26 @@ class ServerCheck(Check):
                 headers=headers,
                 insecure=self.insecure,
                 body=body,
+                content_type=kind,
                 limit=endpoint.limit,
             )
         except CheckFailed as exc:
             if endpoint.info:
                 answers[path] = exc.message
                 return None
+            if endpoint.canary and exc.details.get("timed_out") and self._answered:
+                # The contrast is the diagnosis: the server answers, its model does not.
+                # The check's timeout, as every timeout message names it.
+                waited = seconds(clock.timeout)
+                message = f"{where}: inference did not answer in {waited} ({self._answered})"
+                raise CheckFailed(message, **exc.details, answered=self._answered) from None
             message = f"{where}: {exc.message}{self._hint(endpoint, exc)}"
             raise CheckFailed(message, **exc.details) from None
         response = reply.response
         answers[path] = response.status
         answered = f"{where} answered {reply.status_line}"
+        if not endpoint.info:
+            self._answered = f"{answered} in {reply.elapsed_ms:.0f} ms"
         if endpoint.info and response.status not in endpoint.accept:
             return None
         if self.unauthorized(reply):

@@ -13,6 +13,8 @@ the states at run time:
 
     BENTOML_APP_NOT_READY=PATH   /readyz answers 503 while PATH exists
     BENTOML_APP_NOT_ALIVE=PATH   /livez answers 503 while PATH exists
+    CANARY_SWITCHES=DIR          the API obeys the switches of switches.py (wedge,
+                                 slow, soft-fail), one request at a time (one device)
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ def main() -> None:
 if __name__ == "__main__":
     main()  # execs `bentoml serve` of this module: never returns; bentoml loads it again
 
+import threading  # noqa: E402
+
 import bentoml  # noqa: E402
+import switches  # noqa: E402
 import torch  # noqa: E402
 
 LABELS = ["cat", "dog", "bird"]
@@ -59,6 +64,7 @@ class TinyClassifier:
         self.model = torch.nn.Sequential(
             torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)
         ).eval()
+        self.device = threading.Lock()
 
     def __is_ready__(self) -> bool:
         return not _marker("BENTOML_APP_NOT_READY")
@@ -68,6 +74,13 @@ class TinyClassifier:
 
     @bentoml.api
     def classify(self, inputs: list[list[float]]) -> list[str]:
+        with self.device:
+            switches.hold()
+            if switches.soft_failed():
+                return []
+            return self._labels(inputs)
+
+    def _labels(self, inputs: list[list[float]]) -> list[str]:
         with torch.inference_mode():
             scores = self.model(torch.tensor(inputs, dtype=torch.float32))
         return [LABELS[int(i)] for i in scores.argmax(dim=1)]

@@ -15,6 +15,8 @@ uvicorn). Markers let a test steer it:
     LITSERVE_APP_SETUP_GATE=PATH    setup() waits while PATH exists (a slow model
                                     load); it writes PATH.started when it begins
     LITSERVE_APP_NOT_HEALTHY=PATH   LitAPI.health() returns False while PATH exists
+    CANARY_SWITCHES=DIR             predict() obeys the switches of switches.py
+                                    (wedge, slow, soft-fail)
 
 ``LIT_SERVER_API_KEY`` (read by LitServe itself) makes every endpoint, /health
 included, require the header ``X-API-Key: KEY``.
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 
 import litserve
+import switches
 import torch
 
 LABELS = ["cat", "dog", "bird"]
@@ -57,6 +60,9 @@ class TinyClassifier(litserve.LitAPI):
         return torch.tensor(request["inputs"], dtype=torch.float32)
 
     def predict(self, x: torch.Tensor) -> list[str]:
+        switches.hold()
+        if switches.soft_failed():
+            return []
         with torch.inference_mode():
             scores = self.model(x)
         return [LABELS[int(i)] for i in scores.argmax(dim=1)]

@@ -22,6 +22,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+import switches
 import torch
 from mlserver import MLModel, MLServer
 from mlserver.codecs import NumpyCodec
@@ -44,11 +46,21 @@ class TinyTorchModel(MLModel):
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         data = NumpyCodec.decode_input(payload.inputs[0])
-        with torch.no_grad():
-            out = self._net(torch.as_tensor(data, dtype=torch.float32).reshape(-1, 4))
+        if not hasattr(self, "_device"):
+            self._device = asyncio.Semaphore(1)  # one request on the model at a time
+        async with self._device:
+            out = await asyncio.to_thread(self._compute, data)
         return InferenceResponse(
-            model_name=self.name, outputs=[NumpyCodec.encode_output("output", out.numpy())]
+            model_name=self.name, outputs=[NumpyCodec.encode_output("output", out)]
         )
+
+    def _compute(self, data: np.ndarray) -> np.ndarray:
+        """In a thread: the switches of switches.py (wedge, slow, soft-fail) apply here."""
+        switches.hold()
+        if switches.soft_failed():
+            return np.zeros((0, 2), dtype=np.float32)
+        with torch.no_grad():
+            return self._net(torch.as_tensor(data, dtype=torch.float32).reshape(-1, 4)).numpy()
 
 
 class BrokenTorchModel(TinyTorchModel):

@@ -30,6 +30,7 @@ the file and answers in DIR/reply (renamed in too) with ``ok ...`` or
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -38,6 +39,7 @@ import time
 from pathlib import Path
 
 import ray
+import switches
 import torch
 from ray import serve
 from starlette.requests import Request
@@ -55,11 +57,21 @@ class Classifier:
         self.model = torch.nn.Sequential(
             torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)
         ).eval()
+        self.device = asyncio.Semaphore(1)  # one request on the model at a time
 
     async def __call__(self, request: Request) -> dict[str, object]:
         inputs = [[0.1, 0.2, 0.3, 0.4]]
         if request.method == "POST":
             inputs = (await request.json())["inputs"]
+        async with self.device:
+            # In a thread, as blocking model code is run: the switches of
+            # switches.py (wedge, slow, soft-fail) leave the replica's loop free.
+            await asyncio.to_thread(switches.hold)
+            if switches.soft_failed():
+                return {"labels": []}
+            return self._labels(inputs)
+
+    def _labels(self, inputs: list[list[float]]) -> dict[str, object]:
         with torch.inference_mode():
             scores = self.model(torch.tensor(inputs, dtype=torch.float32))
         return {"labels": [LABELS[int(i)] for i in scores.argmax(dim=1)]}
@@ -150,6 +162,10 @@ def main() -> int:
     # group, so that a signal to the group (ServerProcess.freeze/stop) reaches
     # the whole server.
     os.environ.setdefault("RAY_process_group_cleanup_enabled", "false")
+    # The replicas import switches.py (this folder) and read $CANARY_SWITCHES:
+    # Ray's workers inherit this environment.
+    here = str(Path(__file__).resolve().parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
     # address="local": always a new one-node cluster, never one found through
     # RAY_ADDRESS or a `ray start` on this machine.
     ray.init(

@@ -11,6 +11,8 @@ It builds, under DIR:
   (only archived: a test registers it with ``initial_workers=0`` through the
   management API, which ``enable_model_api=true`` allows) and ``broken.mar``
   (only archived: its handler raises while loading, so its worker crash-loops);
+- ``tiny_handler.py``: with ``--switches DIR``, inference obeys the files of
+  tests/realservers/apps/switches.py in DIR (wedge, slow, soft-fail);
 - ``config.properties``: the inference and management API on the given ports,
   metrics and both gRPC APIs on free ports of their own, token auth ON (the
   default), no config snapshots;
@@ -32,12 +34,24 @@ import sys
 from pathlib import Path
 
 HANDLER = '''\
-"""Handler of the tiny model: JSON rows of 4 numbers in, rows of 2 out."""
+"""Handler of the tiny model: JSON rows of 4 numbers in, rows of 2 out.
+
+The switches of tests/realservers/apps/switches.py, in SWITCHES (the worker
+runs where that module cannot be imported): wedge, slow, soft-fail.
+"""
 
 import json
+import os
+import time
 
 import torch
 from ts.torch_handler.base_handler import BaseHandler
+
+SWITCHES = "@SWITCHES@"
+
+
+def _switch(name):
+    return os.path.join(SWITCHES, name) if SWITCHES else None
 
 
 class TinyHandler(BaseHandler):
@@ -50,7 +64,19 @@ class TinyHandler(BaseHandler):
             rows.append(body)
         return torch.tensor(rows, dtype=torch.float32)
 
+    def inference(self, data, *args, **kwargs):
+        while _switch("wedge") and os.path.exists(_switch("wedge")):
+            time.sleep(0.05)
+        try:
+            with open(_switch("slow") or "") as fp:
+                time.sleep(float(fp.read()))
+        except (OSError, ValueError):
+            pass
+        return super().inference(data, *args, **kwargs)
+
     def postprocess(self, data):
+        if _switch("soft-fail") and os.path.exists(_switch("soft-fail")):
+            return [[] for _ in range(len(data))]
         return data.tolist()
 '''
 
@@ -106,6 +132,7 @@ def main() -> None:
     parser.add_argument("--model", default="tiny", help="loaded at start with one worker")
     parser.add_argument("--spare", default="idle", help="archived only, for the tests to register")
     parser.add_argument("--broken", default="broken", help="archived only; its handler fails")
+    parser.add_argument("--switches", type=Path, help="the inference switches' folder")
     args = parser.parse_args()
 
     workdir = args.workdir.resolve()
@@ -115,7 +142,8 @@ def main() -> None:
 
     model = build_model(build)
     handler = build / "tiny_handler.py"
-    handler.write_text(HANDLER)
+    switches = str(args.switches.resolve()) if args.switches else ""
+    handler.write_text(HANDLER.replace("@SWITCHES@", switches))
     for name in (args.model, args.spare):
         archive(name, model, handler, store)
     broken = build / "broken_handler.py"
