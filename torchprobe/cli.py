@@ -401,13 +401,14 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except StdoutLost as exc:
         code = _fail(f"error: {exc}")
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback without -v
-        if _verbose:
-            import traceback
-
-            traceback.print_exc()
-        from .runner import describe_exception
-
-        code = _fail(f"internal error: {describe_exception(exc)}")
+        if _entry.received() is not None:
+            # The signal's Interrupted came back wrapped: Python 3.10 and 3.11
+            # turn an exception raised in __set_name__ (a class made while an
+            # import runs) into RuntimeError. It is still the interruption.
+            told = True
+            code = _fail(f"interrupted by {_entry.received()}: checks stopped")
+        else:
+            code = _internal(exc)
     # stdout passes the scrubber, which holds text until it is flushed: what
     # --help, --version or --list wrote meets a reader gone only here.
     lost = _write_report(lambda: None)
@@ -422,6 +423,16 @@ def main(argv: list[str] | None = None) -> NoReturn:
         code = 1 if _entry.said() else _fail(f"interrupted by {name}: checks stopped")
     _entry.finish(code if code in (0, 1) else 1)
     raise AssertionError("unreachable")  # finish() never returns
+
+
+def _internal(exc: Exception) -> int:
+    if _verbose:
+        import traceback
+
+        traceback.print_exc()
+    from .runner import describe_exception
+
+    return _fail(f"internal error: {describe_exception(exc)}")
 
 
 def _run(argv: list[str] | None) -> int:

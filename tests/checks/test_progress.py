@@ -21,7 +21,7 @@ from pathlib import Path
 
 import metrics_standins as ms
 import pytest
-from conftest import clean_env, run_cli
+from conftest import clean_env, require, run_cli
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from servers import closed_port, http_server, reply, routes
 from standins import Triton
@@ -416,8 +416,7 @@ def test_progress_against_a_monitored_server(env: dict[str, str]) -> None:
     the requests that completed, as the progress check reads them."""
     import importlib.util
 
-    if importlib.util.find_spec("flask") is None:
-        pytest.skip("flask is not installed")
+    require(importlib.util.find_spec("flask") is not None, "flask is not installed")
     from flask import Flask
     from werkzeug.serving import make_server
 
@@ -456,6 +455,7 @@ def test_progress_against_a_monitored_server(env: dict[str, str]) -> None:
     finally:
         release.set()
         server.shutdown()
+        monitor.stop()  # one Monitor per process: the next test makes its own
 
 
 def _get(url: str) -> None:
