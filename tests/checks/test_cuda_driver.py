@@ -20,8 +20,9 @@ from torchprobe.checks.curesult import CURESULT
 # The calls of one device's probe, in order, then its releases, newest first.
 SEQUENCE = [
     "cuDeviceGet", "cuDeviceGetName", "cuDeviceGetUuid_v2", "cuDevicePrimaryCtxRetain",
-    "cuCtxPushCurrent_v2", "cuMemAlloc_v2", "cuMemcpyHtoD_v2", "cuModuleLoadData",
-    "cuModuleGetFunction", "cuLaunchKernel", "cuCtxSynchronize", "cuMemcpyDtoH_v2",
+    "cuCtxPushCurrent_v2", "cuMemAlloc_v2", "cuMemGetInfo_v2", "cuMemcpyHtoD_v2",
+    "cuModuleLoadData", "cuModuleGetFunction", "cuLaunchKernel", "cuCtxSynchronize",
+    "cuMemcpyDtoH_v2",
     "cuModuleUnload", "cuMemFree_v2", "cuCtxPopCurrent_v2", "cuDevicePrimaryCtxRelease_v2",
 ]  # fmt: skip
 
@@ -60,6 +61,7 @@ def test_one_device_passes_and_every_resource_is_released(libdir: Path, tmp_path
     device = check["details"]["device"]
     assert device["uuid"] == "GPU-00010203-0405-0607-0809-0a0b0c0d0e0f"
     assert device["verified"] is True
+    assert device["memory_total"] == 80 << 30 and 0 < device["memory_free"] < 80 << 30
     made = calls(log)
     assert made[:3] == ["cuInit", "cuDriverGetVersion", "cuDeviceGetCount"]
     assert made[3:] == SEQUENCE
@@ -77,7 +79,8 @@ def test_two_devices_pass_one_line_each(libdir: Path) -> None:
     ("cuDeviceGetCount", 3), ("cuDeviceGet", 101), ("cuDeviceGetName", 1),
     ("cuDeviceGetUuid_v2", 4), ("cuDevicePrimaryCtxRetain", 46),
     ("cuDevicePrimaryCtxRetain", 2), ("cuCtxPushCurrent_v2", 201), ("cuMemAlloc_v2", 2),
-    ("cuMemcpyHtoD_v2", 700), ("cuModuleLoadData", 218), ("cuModuleLoadData", 222),
+    ("cuMemGetInfo_v2", 999), ("cuMemcpyHtoD_v2", 700), ("cuModuleLoadData", 218),
+    ("cuModuleLoadData", 222),
     ("cuModuleLoadData", 209), ("cuModuleLoadData", 200), ("cuModuleGetFunction", 500),
     ("cuLaunchKernel", 701), ("cuLaunchKernel", 400), ("cuCtxSynchronize", 719),
     ("cuCtxSynchronize", 702), ("cuCtxSynchronize", 710), ("cuCtxSynchronize", 304),
@@ -212,3 +215,30 @@ def test_neither_process_imports_anything_heavy(libdir: Path, tmp_path: Path) ->
     assert "torchprobe" in listed
     assert not listed & set(HEAVY)
     assert not imported.exists(), imported.read_text()
+
+
+def _real_gpus() -> int:
+    """Devices the real driver sees here (0 without libcuda or a GPU)."""
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    count = ctypes.c_int()
+    if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
+@pytest.mark.gpu
+def test_the_real_driver_runs_the_kernel_on_every_gpu() -> None:
+    count = _real_gpus()
+    if count == 0:
+        pytest.skip("no NVIDIA driver with a visible GPU here: the real kernel needs one")
+    result = run_cli("--format", "json", "--timeout", "60", "cuda:backend=driver", timeout=120)
+    assert result.rc == 0, result.stdout
+    checks = json.loads(result.stdout)["checks"]
+    assert len(checks) == count
+    for check in checks:
+        device = check["details"]["device"]
+        assert device["verified"] is True and device["uuid"].startswith("GPU-")
+        assert "verified in" in check["message"]

@@ -199,6 +199,17 @@ CUresult cuMemAlloc_v2(CUdeviceptr *pointer, size_t size) {
     return 0;
 }
 
+/* An 80 GiB GPU with 1 GiB in use by others and a primary context's 300 MiB. */
+CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total_bytes) {
+    ENTER("cuMemGetInfo_v2", current);
+    NEED_INIT();
+    NEED_CONTEXT();
+    if (!free_bytes || !total_bytes) return 1;
+    *total_bytes = (size_t)80 << 30;
+    *free_bytes = *total_bytes - ((size_t)1 << 30) - ((size_t)300 << 20);
+    return 0;
+}
+
 CUresult cuMemFree_v2(CUdeviceptr pointer) {
     ENTER("cuMemFree_v2", current);
     NEED_INIT();

@@ -186,6 +186,9 @@ def probe_device(driver: Driver, ordinal: int) -> dict[str, Any]:
         size = 2 * WORDS * 4
         driver.call("cuMemAlloc_v2", ctypes.byref(pointer), ctypes.c_size_t(size))
         taken.append("memory")
+        free, total = ctypes.c_size_t(), ctypes.c_size_t()
+        driver.call("cuMemGetInfo_v2", ctypes.byref(free), ctypes.byref(total))
+        info["memory_free"], info["memory_total"] = free.value, total.value
         values = inputs()
         host = (ctypes.c_uint32 * (2 * WORDS))(*values)  # the output half starts as zeros
         driver.call("cuMemcpyHtoD_v2", pointer, host, ctypes.c_size_t(size))
