@@ -242,3 +242,36 @@ def test_the_real_driver_runs_the_kernel_on_every_gpu() -> None:
         device = check["details"]["device"]
         assert device["verified"] is True and device["uuid"].startswith("GPU-")
         assert "verified in" in check["message"]
+
+
+def _ptxas() -> str | None:
+    """NVIDIA's PTX assembler: on PATH, or from the nvidia-cuda-nvcc wheel."""
+    found = shutil.which("ptxas")
+    if found:
+        return found
+    import importlib.util
+
+    spec = importlib.util.find_spec("nvidia")
+    roots = (spec.submodule_search_locations or []) if spec is not None else []
+    for root in roots:
+        for candidate in sorted(Path(root).glob("cu*/bin/ptxas")):
+            return str(candidate)
+    return None
+
+
+@pytest.mark.parametrize("gpu", ["sm_75", "sm_80", "sm_90", "sm_100", "sm_120"])
+def test_the_kernel_assembles_for_every_gpu_generation(tmp_path: Path, gpu: str) -> None:
+    # What the driver's JIT does with the probe's PTX, offline: Turing to Blackwell.
+    from torchprobe.checks.cudadriver import PTX
+
+    ptxas = _ptxas()
+    require(ptxas is not None, "no ptxas (pip install nvidia-cuda-nvcc==13.5.37)")
+    assert ptxas is not None
+    good, bad = tmp_path / "probe.ptx", tmp_path / "broken.ptx"
+    good.write_bytes(PTX)
+    # The same kernel with one operand missing: the assembler must refuse it.
+    bad.write_bytes(PTX.replace(b"mul.lo.u32 %r7, %r6, 3;", b"mul.lo.u32 %r7, %r6;"))
+    for source, expected_rc in ((good, 0), (bad, 255)):
+        command = [ptxas, "--gpu-name", gpu, "-o", str(tmp_path / "out.cubin"), str(source)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert done.returncode == expected_rc, (source.name, done.stderr)
