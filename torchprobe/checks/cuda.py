@@ -31,7 +31,7 @@ class CudaCheck(Check):
                help="fewest visible devices that count as healthy"),
         Option("backend", choice("torch", "driver"), default="torch",
                help="torch: contexts through torch; driver: a kernel through the CUDA driver "
-                    "API (libcuda.so.1), no torch: cheap enough for frequent probes"),
+                    "API (libcuda.so.1), no torch: meant for frequent probes"),
     )  # fmt: skip
     timeout = 10.0
     worker = "torch"
