@@ -19,7 +19,8 @@ from torchprobe.checks.curesult import CURESULT
 
 # The calls of one device's probe, in order, then its releases, newest first.
 SEQUENCE = [
-    "cuDeviceGet", "cuDeviceGetName", "cuDeviceGetUuid_v2", "cuDevicePrimaryCtxRetain",
+    "cuDeviceGet", "cuDeviceGetName", "cuDeviceGetUuid_v2", "cuDeviceGetUuid",
+    "cuDevicePrimaryCtxRetain",
     "cuCtxPushCurrent_v2", "cuMemAlloc_v2", "cuMemGetInfo_v2", "cuMemcpyHtoD_v2",
     "cuModuleLoadData", "cuModuleGetFunction", "cuLaunchKernel", "cuCtxSynchronize",
     "cuMemcpyDtoH_v2",
@@ -65,6 +66,12 @@ def test_one_device_passes_and_every_resource_is_released(libdir: Path, tmp_path
     made = calls(log)
     assert made[:3] == ["cuInit", "cuDriverGetVersion", "cuDeviceGetCount"]
     assert made[3:] == SEQUENCE
+
+
+def test_a_mig_slice_is_named_by_its_own_uuid(libdir: Path) -> None:
+    rc, (check,), _ = probe(libdir, FAKE_CUDA_MIG="1")
+    assert rc == 0
+    assert check["details"]["device"]["uuid"] == "MIG-00010203-0405-0607-0809-0a0b0c0d0ef0"
 
 
 def test_two_devices_pass_one_line_each(libdir: Path) -> None:

@@ -14,6 +14,7 @@
  *   FAKE_CUDA_WRONG=1          the kernel computes in*3+2 instead of in*3+1
  *   FAKE_CUDA_HANG=1           cuCtxSynchronize never returns
  *   FAKE_CUDA_LOG=PATH         append each call's name (and device) to PATH
+ *   FAKE_CUDA_MIG=1            the devices are MIG slices: cuDeviceGetUuid_v2 differs from v1
  *
  * Build: gcc -shared -fPIC -o libcuda.so.1 libcuda.c
  */
@@ -131,11 +132,17 @@ CUresult cuDeviceGetUuid_v2(unsigned char *uuid, CUdevice device) {
     NEED_INIT();
     NEED_DEVICE(device);
     for (int i = 0; i < 16; i++) uuid[i] = (unsigned char)(0x10 * device + i);
+    if (getenv("FAKE_CUDA_MIG")) uuid[15] ^= 0xff;
     return 0;
 }
 
+/* v1: the GPU's UUID; v2 differs from it only for a MIG slice (FAKE_CUDA_MIG=1). */
 CUresult cuDeviceGetUuid(unsigned char *uuid, CUdevice device) {
-    return cuDeviceGetUuid_v2(uuid, device);
+    ENTER("cuDeviceGetUuid", device);
+    NEED_INIT();
+    NEED_DEVICE(device);
+    for (int i = 0; i < 16; i++) uuid[i] = (unsigned char)(0x10 * device + i);
+    return 0;
 }
 
 CUresult cuDevicePrimaryCtxRetain(CUcontext *context, CUdevice device) {

@@ -154,13 +154,21 @@ def _describe(driver: Driver, ordinal: int, device: ctypes.c_int, info: dict[str
     driver.call("cuDeviceGet", ctypes.byref(device), ctypes.c_int(ordinal))
     driver.call("cuDeviceGetName", name, ctypes.c_int(len(name)), device)
     info["name"] = name.value.decode("utf-8", "replace")
-    # _v2 (CUDA 11.4+) gives a MIG slice its own UUID; older drivers have only v1.
-    getter = driver.optional("cuDeviceGetUuid_v2", "cuDeviceGetUuid")
-    if getter is not None:
-        raw = (ctypes.c_ubyte * 16)()
-        driver.call(getter, ctypes.byref(raw), device)
-        text = bytes(raw).hex()
-        info["uuid"] = f"GPU-{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    # _v2 (CUDA 11.4+) gives a MIG slice its own UUID where v1 gives its
+    # parent GPU's; older drivers have only v1. NVML names the slice MIG-....
+    got = {n: _uuid(driver, n, device) for n in ("cuDeviceGetUuid_v2", "cuDeviceGetUuid")
+           if driver.optional(n)}  # fmt: skip
+    if got:
+        text = got.get("cuDeviceGetUuid_v2") or got["cuDeviceGetUuid"]
+        mig = len(got) == 2 and got["cuDeviceGetUuid_v2"] != got["cuDeviceGetUuid"]
+        dashed = f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+        info["uuid"] = f"{'MIG' if mig else 'GPU'}-{dashed}"
+
+
+def _uuid(driver: Driver, getter: str, device: ctypes.c_int) -> str:
+    raw = (ctypes.c_ubyte * 16)()
+    driver.call(getter, ctypes.byref(raw), device)
+    return bytes(raw).hex()
 
 
 def probe_device(driver: Driver, ordinal: int) -> dict[str, Any]:
