@@ -40,7 +40,9 @@ def run_driver(min_devices: int) -> list[Outcome]:
     try:
         driver = Driver()
     except OSError as exc:
-        raise CheckFailed(_no_library(str(exc)), library=LIBRARY, error=str(exc)[:300]) from None
+        raise CheckFailed(
+            _no_library(str(exc)), backend="driver", library=LIBRARY, error=str(exc)[:300]
+        ) from None
     info: dict[str, Any] = {"backend": "driver", "library": LIBRARY}
     try:
         driver.call("cuInit", 0)
