@@ -28,15 +28,20 @@ SEQUENCE = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def libdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build(where: Path, *defines: str) -> Path:
+    """Compile the fake into ``where``/libcuda.so.1."""
     gcc = shutil.which("gcc")
     require(gcc is not None, "gcc is not installed: the fake libcuda.so.1 cannot be built")
     assert gcc is not None
-    where = tmp_path_factory.mktemp("libcuda")
-    subprocess.run([gcc, "-Wall", "-Werror", "-shared", "-fPIC", "-o", str(where / "libcuda.so.1"),
-                    str(FAKES / "libcuda.c")], check=True, timeout=120)  # fmt: skip
+    subprocess.run([gcc, "-Wall", "-Werror", "-shared", "-fPIC", *defines, "-o",
+                    str(where / "libcuda.so.1"), str(FAKES / "libcuda.c")],
+                   check=True, timeout=120)  # fmt: skip
     return where
+
+
+@pytest.fixture(scope="module")
+def libdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build(tmp_path_factory.mktemp("libcuda"))
 
 
 def probe(libdir: Path, *args: str, **env: str) -> tuple[int, list[dict[str, Any]], str]:
@@ -130,6 +135,22 @@ def test_one_bad_device_is_one_failing_line(libdir: Path) -> None:
     assert checks[1]["name"] == "cuda[cuda:1]"
     assert "cuda:1 (Fake GPU 1, GPU-1011" in checks[1]["message"]
     assert "CUDA_ERROR_OUT_OF_MEMORY (2)" in checks[1]["message"]
+
+
+def test_a_driver_before_cuda_11_is_called_by_its_first_names(tmp_path: Path) -> None:
+    log = tmp_path / "calls"
+    rc, (check,), _ = probe(build(tmp_path, "-DFAKE_OLD_DRIVER"), FAKE_CUDA_LOG=str(log))
+    assert rc == 0, check
+    assert check["details"]["device"]["uuid"] == "GPU-00010203-0405-0607-0809-0a0b0c0d0e0f"
+    made = calls(log)
+    assert made[-1] == "cuDevicePrimaryCtxRelease" and "cuDeviceGetUuid_v2" not in made
+
+
+def test_a_library_without_an_entry_point_fails_in_one_line(tmp_path: Path) -> None:
+    rc, (check,), stderr = probe(build(tmp_path, "-DFAKE_NO_LAUNCH"))
+    assert rc == 1
+    assert check["message"].startswith("libcuda.so.1 lacks a driver API entry point (")
+    assert "cuLaunchKernel" in check["message"] and "Traceback" not in stderr
 
 
 def test_a_wrong_result_fails_as_garbage(libdir: Path) -> None:

@@ -16,7 +16,9 @@
  *   FAKE_CUDA_LOG=PATH         append each call's name (and device) to PATH
  *   FAKE_CUDA_MIG=1            the devices are MIG slices: cuDeviceGetUuid_v2 differs from v1
  *
- * Build: gcc -shared -fPIC -o libcuda.so.1 libcuda.c
+ * Build: gcc -shared -fPIC -o libcuda.so.1 libcuda.c; with -DFAKE_OLD_DRIVER it
+ * exports what a driver before CUDA 11 does (no cuDeviceGetUuid_v2, no
+ * cuDevicePrimaryCtxRelease_v2); with -DFAKE_NO_LAUNCH it lacks cuLaunchKernel.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -33,6 +35,11 @@ typedef void *CUfunction;
 typedef void *CUstream;
 
 #define MAX_DEVICES 8
+#ifdef FAKE_OLD_DRIVER
+#define FAKE_OLD_NAME(name) name
+#else
+#define FAKE_OLD_NAME(name) name "_v2"
+#endif
 static int initialised;
 static int current = -1; /* device of the current context, -1: none */
 static int stack[16];
@@ -127,6 +134,7 @@ CUresult cuDeviceGetName(char *name, int len, CUdevice device) {
     return 0;
 }
 
+#ifndef FAKE_OLD_DRIVER
 CUresult cuDeviceGetUuid_v2(unsigned char *uuid, CUdevice device) {
     ENTER("cuDeviceGetUuid_v2", device);
     NEED_INIT();
@@ -135,6 +143,7 @@ CUresult cuDeviceGetUuid_v2(unsigned char *uuid, CUdevice device) {
     if (getenv("FAKE_CUDA_MIG")) uuid[15] ^= 0xff;
     return 0;
 }
+#endif
 
 /* v1: the GPU's UUID; v2 differs from it only for a MIG slice (FAKE_CUDA_MIG=1). */
 CUresult cuDeviceGetUuid(unsigned char *uuid, CUdevice device) {
@@ -154,8 +163,12 @@ CUresult cuDevicePrimaryCtxRetain(CUcontext *context, CUdevice device) {
     return 0;
 }
 
+#ifdef FAKE_OLD_DRIVER
+/* A driver before CUDA 11 exports only the first version of each. */
+#define cuDevicePrimaryCtxRelease_v2 cuDevicePrimaryCtxRelease
+#endif
 CUresult cuDevicePrimaryCtxRelease_v2(CUdevice device) {
-    ENTER("cuDevicePrimaryCtxRelease_v2", device);
+    ENTER(FAKE_OLD_NAME("cuDevicePrimaryCtxRelease"), device);
     NEED_INIT();
     NEED_DEVICE(device);
     if (retained[device] <= 0) return 201;
@@ -273,6 +286,7 @@ CUresult cuModuleUnload(CUmodule module) {
     return module == &module_handle ? 0 : 400;
 }
 
+#ifndef FAKE_NO_LAUNCH
 /* The probe's kernel: out[i] = in[i] * 3 + 1 for i < n (params: out, in, n). */
 CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                         unsigned by, unsigned bz, unsigned shared, CUstream stream,
@@ -293,6 +307,7 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
     for (uint32_t i = 0; i < n && i < threads; i++) out[i] = in[i] * 3u + add;
     return 0;
 }
+#endif
 
 CUresult cuCtxSynchronize(void) {
     ENTER("cuCtxSynchronize", current);
