@@ -28,8 +28,9 @@ KERNEL = b"torchprobe_probe"
 WORDS = 16  # u32 values the kernel transforms: 64 bytes in, 64 out
 
 # out[i] = in[i] * 3 + 1 (mod 2**32) for i < n, one thread per word. PTX ISA
-# 6.0 for sm_50 is the oldest target every driver since CUDA 9 JIT-compiles
-# for any newer GPU (Maxwell to Blackwell).
+# 6.0 (CUDA 9) with .target sm_50: the driver JIT-compiles PTX for any GPU at
+# or above its target, Maxwell to Blackwell; ptxas 13.5 assembles this text
+# for sm_75 to sm_120 (tests/checks/test_cuda_driver.py).
 PTX = b"""\
 .version 6.0
 .target sm_50

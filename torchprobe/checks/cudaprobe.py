@@ -120,7 +120,7 @@ def _reset() -> str:
 
 def _missing(exc: AttributeError) -> str:
     return (f"{LIBRARY} lacks a driver API entry point ({exc}): the NVIDIA driver is too old "
-            "for this probe (it needs CUDA 11 or newer); upgrade it")  # fmt: skip
+            "for this probe (its kernel needs a CUDA 9 driver or newer); upgrade it")  # fmt: skip
 
 
 def _no_library(error: str) -> str:
