@@ -89,13 +89,36 @@ scenario cuda-hang 60 1 torchprobe --timeout 30 cudaspin:seconds=600,timeout=3
 scenario cuda-hang-nothing-left 30 0 bash -c \
   'sleep 1; [ -z "$(nvidia-smi --query-compute-apps=pid --format=csv,noheader)" ]'
 
+# The compute probe through the driver API, without torch: it passes, and its
+# wall time and GPU memory beside nvml's and tensor's (the targets: at most 3x
+# nvml's wall time, at most half of tensor's memory; benchmarks group driver).
+scenario driver-json 60 0 torchprobe --timeout 30 --format json cuda:backend=driver
+scenario driver-nvml-cuda 120 0 torchprobe --timeout 60 --format json cuda:backend=driver \
+  nvml cuda
+(
+  for _ in $(seq 1 200); do
+    nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader
+    sleep 0.02
+  done
+) >"$out/driver-footprint-samples.txt" 2>&1 &
+sampler=$!
+for i in 1 2 3; do scenario "driver-$i" 60 0 torchprobe --timeout 30 cuda:backend=driver; done
+kill "$sampler" 2>/dev/null
+wait "$sampler" 2>/dev/null
+sort "$out/driver-footprint-samples.txt" | uniq -c | sort -rn | head -20 >>"$log"
+scenario driver-benchmarks 300 0 "$py" -m benchmarks --only driver,nvml \
+  --json "$out/driver-benchmarks.json"
+scenario driver-nothing-left 30 0 bash -c \
+  'sleep 1; [ -z "$(nvidia-smi --query-compute-apps=pid --format=csv,noheader)" ]'
+
 # 3. A GIL-holding hang beside the GPU checks is killed at its timeout.
 scenario hang-killed 60 1 torchprobe --timeout 30 tensor:device=cuda:0 \
   gilhang:seconds=120,timeout=2
 
 # 4. The test suite: the gpu-marked tests (among them a real device-side assert
 #    and a real out-of-memory error beside the in-process monitor), then the rest.
-scenario pytest-gpu 300 0 "$py" -m pytest -q -m gpu -rA tests/test_gpu.py
+scenario pytest-gpu 300 0 "$py" -m pytest -q -m gpu -rA tests/test_gpu.py \
+  tests/checks/test_cuda_driver.py
 if [ "${FULL_SUITE:-1}" != 0 ]; then
   scenario pytest-rest 400 0 "$py" -m pytest -q -x -m "not gpu" -p no:cacheprovider
 fi

@@ -43,6 +43,8 @@ TARGETS = {
     "inproc-ready-p99",
     "monitor-cpu",
     "gpu-footprint",
+    "driver-wall",
+    "driver-memory",
 }
 
 
@@ -54,7 +56,7 @@ def _unmeasurable() -> set[str]:
     """What this machine cannot measure: no GPU, or no wrk to load the server."""
     missing = {"gpu-footprint"}
     if shutil.which("nvidia-smi") is None:
-        missing.add("nvml-floor")
+        missing |= {"nvml-floor", "driver-wall", "driver-memory"}
     if shutil.which("wrk") is None:
         missing |= {"inproc-health-p99", "inproc-ready-p99"}
     return missing

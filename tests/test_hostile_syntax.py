@@ -221,6 +221,7 @@ def test_a_bad_tensor_device_is_refused_before_torch_is_imported(device: str, ne
     [
         ("nvml:device=x", "check 'nvml': option 'device'"),
         ("cuda:min-devices=-1", "check 'cuda': option 'min-devices'"),
+        ("cuda:backend=cudart", "check 'cuda': option 'backend'"),
         ("grpc:address=127.0.0.1:1,ca-file=/x", "check 'grpc': ca-file= needs tls=true"),
         ("status-file:mode=bogus", "check 'status-file': option 'mode'"),
     ],

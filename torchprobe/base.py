@@ -176,7 +176,8 @@ class Check:
     description: ClassVar[str] = ""
     options: ClassVar[Sequence[Option]] = ()
     timeout: float = 5.0
-    worker: ClassVar[str | None] = "default"
+    #: An instance may choose another worker from its options (``cuda:backend=driver``).
+    worker: str | None = "default"
     #: Accept undeclared ``KEY=VALUE`` options as text (a plugin function with ``**kwargs``).
     accept_any: ClassVar[bool] = False
 

@@ -36,9 +36,11 @@ class Planned:
         self.reference = reference
         self.plugin = plugin
         self.instance = instance
-        self.worker: str | None = (
-            f"plugin:{occurrence.check}" if plugin else (cls.worker if cls is not None else None)
-        )
+        # The instance's worker: its options may choose one (cuda:backend=driver).
+        chooser = instance if instance is not None else cls
+        self.worker: str | None = None if chooser is None else chooser.worker
+        if plugin:
+            self.worker = f"plugin:{occurrence.check}"
         default = cls.timeout if cls is not None else 5.0
         self.timeout: float = occurrence.timeout or (
             instance.timeout if instance is not None else default

@@ -1,5 +1,9 @@
 """``cuda``: torch is a CUDA (or ROCm) build, enough devices are visible, and a
-context initialises on each. Runs in the ``torch`` worker process."""
+context initialises on each. Runs in the ``torch`` worker process.
+
+``backend=driver`` instead runs a tiny kernel on each device through
+``libcuda.so.1`` alone (:mod:`torchprobe.checks.cudaprobe`), in a worker of
+its own that never imports torch."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import re
 from typing import Any
 
 from ..base import Check, CheckFailed, Option, Outcome, failed, passed
-from ..options import integer
+from ..options import choice, integer
 from ._torch import build_info, describe_cuda_error, import_torch, nvml_reading
 
 __all__ = ["CudaCheck"]
@@ -19,22 +23,39 @@ class CudaCheck(Check):
     name = "cuda"
     description = (
         "torch is a CUDA or ROCm build, at least min-devices devices are visible, "
-        "and a context initialises on each"
+        "and a context initialises on each (backend=driver: a tiny kernel runs on each "
+        "device through libcuda.so.1, without torch)"
     )
     options = (
         Option("min-devices", integer(0), default=1,
                help="fewest visible devices that count as healthy"),
+        Option("backend", choice("torch", "driver"), default="torch",
+               help="torch: contexts through torch; driver: a kernel through the CUDA driver "
+                    "API (libcuda.so.1), no torch: meant for frequent probes"),
     )  # fmt: skip
     timeout = 10.0
     worker = "torch"
 
     min_devices: int
+    backend: str
     torch: Any = None
 
-    def setup(self) -> None:
-        self.torch = import_torch()
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        if self.backend == "driver":
+            # Its own worker: torch is never imported there, and a hung driver
+            # call is killed without taking the torch checks' process along.
+            self.worker = "cuda-driver"
 
-    def run(self) -> Outcome:
+    def setup(self) -> None:
+        if self.backend == "torch":
+            self.torch = import_torch()
+
+    def run(self) -> Outcome | list[Outcome]:
+        if self.backend == "driver":
+            from .cudaprobe import run_driver
+
+            return run_driver(self.min_devices)
         torch = self.torch
         info = build_info(torch)
         if not info["cuda"] and not info["hip"]:
