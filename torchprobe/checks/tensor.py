@@ -56,7 +56,10 @@ _device.type_name = "device"  # type: ignore[attr-defined]
 
 class TensorCheck(Check):
     name = "tensor"
-    description = "allocate a tiny tensor on each device, compute, synchronise and verify"
+    description = (
+        "allocate a tiny tensor on each device, compute, synchronise and verify "
+        "(verify=matmul: a matrix product against a float64 reference)"
+    )
     options = (
         Option("device", listof(_device, unique=True), default=None,
                help="cuda, cuda:N, cpu, or another torch device type, |-separated; "
