@@ -142,3 +142,33 @@ def test_tolerances_follow_the_unit_roundoff_and_the_inner_dimension() -> None:
     assert tolerance("bfloat16", 1024, False) == 2 * (2.0**-8 + 1024 * 2.0**-24)
     assert tolerance("float32", 1024, True) == 2 * (2 * 2.0**-11 + 1025 * 2.0**-24)
     assert tolerance("float16", 4096, False) > tolerance("float16", 1024, False)
+
+
+_FLAGS = ("fp32_precision", "allow_fp16_reduced_precision_reduction",
+          "allow_bf16_reduced_precision_reduction")  # fmt: skip
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+@pytest.mark.parametrize("user", ["none", "tf32", "ieee"])
+def test_the_matmul_switches_are_set_for_the_product_and_restored(user: str, tf32: bool) -> None:
+    # They are process-wide: inside a serving process (the in-process monitor)
+    # the server's own setting must come back exactly.
+    torch = pytest.importorskip("torch")
+    from torchprobe.checks.matmul import _precision
+
+    flags = torch.backends.cuda.matmul
+    require(hasattr(flags, "fp32_precision"), "torch >= 2.9 (fp32_precision)")
+    saved = {key: getattr(flags, key) for key in _FLAGS}
+    try:
+        flags.fp32_precision = user
+        before = {key: getattr(flags, key) for key in _FLAGS}
+        with _precision(torch, tf32):
+            during = {key: getattr(flags, key) for key in _FLAGS}
+        after = {key: getattr(flags, key) for key in _FLAGS}
+    finally:
+        for key, value in saved.items():
+            setattr(flags, key, value)
+    assert during == {"fp32_precision": "tf32" if tf32 else "ieee",
+                      "allow_fp16_reduced_precision_reduction": False,
+                      "allow_bf16_reduced_precision_reduction": False}  # fmt: skip
+    assert after == before

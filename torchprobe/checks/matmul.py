@@ -65,18 +65,30 @@ def tolerance(dtype: str, size: int, tf32: bool) -> float:
 
 @contextlib.contextmanager
 def _precision(torch: Any, tf32: bool) -> Iterator[None]:
-    """torch's CUDA matmul switches for the computation, restored afterwards."""
+    """torch's CUDA matmul switches for the computation, restored afterwards.
+
+    They are process-wide: only those that differ are set. torch >= 2.9 has
+    ``fp32_precision`` ("ieee", "tf32", "none": inherit) beside the older
+    ``allow_tf32``, and raises RuntimeError on reading ``allow_tf32`` once
+    both were set (measured on torch 2.13.0), so the newer one is used where
+    it exists; restoring it restores what either API reads.
+    """
     flags = torch.backends.cuda.matmul
-    wanted = {"allow_tf32": tf32, "allow_fp16_reduced_precision_reduction": False,
-              "allow_bf16_reduced_precision_reduction": False}  # fmt: skip
+    wanted: dict[str, Any] = {"allow_fp16_reduced_precision_reduction": False,
+                              "allow_bf16_reduced_precision_reduction": False}  # fmt: skip
+    if hasattr(flags, "fp32_precision"):
+        wanted["fp32_precision"] = "tf32" if tf32 else "ieee"
+    else:
+        wanted["allow_tf32"] = tf32
     saved = {key: getattr(flags, key) for key in wanted}
+    changed = [key for key in wanted if saved[key] != wanted[key]]
     try:
-        for key, value in wanted.items():
-            setattr(flags, key, value)
+        for key in changed:
+            setattr(flags, key, wanted[key])
         yield
     finally:
-        for key, value in saved.items():
-            setattr(flags, key, value)
+        for key in changed:
+            setattr(flags, key, saved[key])
 
 
 def _inputs(torch: Any, dtype: Any, size: int) -> tuple[Any, Any]:
