@@ -103,6 +103,26 @@ def test_the_wrong_product_passes_without_verify_matmul() -> None:
     assert rc == 0, check
 
 
+def test_a_device_that_cannot_compute_is_its_own_failing_line() -> None:
+    # xla is a device type torch parses; this torch has no XLA support.
+    result = run_cli("--format", "json", "tensor:device=cpu|xla,verify=matmul", timeout=120)
+    assert result.rc == 1
+    checks = json.loads(result.stdout)["checks"]
+    assert [(c["name"], c["status"]) for c in checks] == [("tensor[cpu]", "pass"),
+                                                          ("tensor[xla]", "fail")]  # fmt: skip
+    assert checks[1]["message"].startswith("xla: RuntimeError: ")
+
+
+def test_a_large_size_is_bounded_by_the_checks_timeout() -> None:
+    # Size 4096 costs two float64 products of 4096^3 multiply-adds on the CPU:
+    # tens of seconds on a 2-core machine, far beyond the timeout of 1 s.
+    result = run_cli("tensor:device=cpu,verify=matmul,size=4096,timeout=1", "--timeout", "30",
+                     timeout=120)  # fmt: skip
+    assert result.rc == 1
+    assert "timed out after 1s (its worker process was killed)" in result.stdout
+    assert result.elapsed < 30
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
