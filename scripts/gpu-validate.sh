@@ -115,7 +115,27 @@ scenario driver-nothing-left 30 0 bash -c \
 scenario hang-killed 60 1 torchprobe --timeout 30 tensor:device=cuda:0 \
   gilhang:seconds=120,timeout=2
 
-# 4. The test suite: the gpu-marked tests (among them a real device-side assert
+# 4. tensor:verify=matmul: time, error and memory per dtype (the JSON of each
+#    scenario is in OUTPUT_DIR/matmul-*.out; the summary lines go to the log),
+#    and a product made wrong on purpose (the wrongmatmul test plugin) caught.
+for dtype in float16 bfloat16 float32; do
+  scenario "matmul-$dtype" 120 0 torchprobe --timeout 60 --format json \
+    "tensor:device=cuda:0,verify=matmul,dtype=$dtype"
+done
+scenario matmul-tf32 120 0 torchprobe --timeout 60 --format json \
+  tensor:device=cuda:0,verify=matmul,dtype=float32,tf32=true
+scenario matmul-float16-4096 120 0 torchprobe --timeout 90 --format json \
+  tensor:device=cuda:0,verify=matmul,size=4096,timeout=60
+scenario matmul-wrong 120 1 torchprobe --timeout 60 wrongmatmul:device=cuda:0,verify=matmul
+for f in "$out"/matmul-float*.out "$out"/matmul-tf32.out; do
+  "$py" -c 'import json, sys
+d = json.load(open(sys.argv[1]))["checks"][0]["details"]
+print(sys.argv[1].rsplit("/", 1)[-1], d["dtype"], d["size"], "tf32" if d["tf32"] else "",
+      "error", d["error"], "tolerance", d["tolerance"], "seconds", d["seconds"],
+      "memory_extra_MiB", round((d["memory_extra"] or 0) / 2**20, 1))' "$f" >>"$log" 2>&1
+done
+
+# 5. The test suite: the gpu-marked tests (among them a real device-side assert
 #    and a real out-of-memory error beside the in-process monitor), then the rest.
 scenario pytest-gpu 300 0 "$py" -m pytest -q -m gpu -rA tests/test_gpu.py \
   tests/checks/test_cuda_driver.py

@@ -37,6 +37,43 @@ def test_tensor_on_cuda_reports_its_footprint() -> None:
     assert details["memory_total"] > details["memory_free"] > 0
 
 
+@pytest.mark.parametrize(("dtype", "itemsize"), [("float16", 2), ("bfloat16", 2), ("float32", 4)])
+def test_verify_matmul_on_cuda_passes_and_reports_time_and_memory(dtype: str, itemsize: int
+                                                                  ) -> None:  # fmt: skip
+    result = run_cli("--format", "json", f"tensor:device=cuda:0,verify=matmul,dtype={dtype}",
+                     "--timeout", "60", timeout=120)  # fmt: skip
+    assert result.rc == 0, result.stdout
+    details = json.loads(result.stdout)["checks"][0]["details"]
+    assert details["size"] == 1024
+    assert 0 <= details["error"] <= details["tolerance"]
+    assert details["seconds"] > 0
+    # A, B and C live on the device while the product runs.
+    assert details["memory_extra"] >= 3 * 1024 * 1024 * itemsize
+
+
+def test_verify_matmul_on_cuda_defaults_to_float16_and_allows_tf32_when_asked() -> None:
+    result = run_cli("--format", "json", "tensor:device=cuda:0,verify=matmul",
+                     "tensor:device=cuda:0,verify=matmul,dtype=float32,tf32=true",
+                     "--timeout", "60", timeout=120)  # fmt: skip
+    assert result.rc == 0, result.stdout
+    first, second = (c["details"] for c in json.loads(result.stdout)["checks"])
+    assert first["dtype"] == "float16" and first["tf32"] is False
+    assert second["dtype"] == "float32" and second["tf32"] is True
+    assert second["error"] <= second["tolerance"]
+
+
+def test_verify_matmul_catches_a_wrong_product_on_cuda() -> None:
+    from importlib.metadata import entry_points
+
+    from conftest import require
+
+    require("wrongmatmul" in {e.name for e in entry_points(group="torchprobe.checks")},
+            "test plugins not installed")  # fmt: skip
+    result = run_cli("wrongmatmul:device=cuda:0,verify=matmul", "--timeout", "60", timeout=120)
+    assert result.rc == 1
+    assert "max relative error" in result.stdout and "exceeds the tolerance" in result.stdout
+
+
 def test_cuda_min_devices_above_the_count_fails() -> None:
     result = run_cli("cuda:min-devices=999", "--timeout", "60", timeout=120)
     assert result.rc == 1

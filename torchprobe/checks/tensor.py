@@ -1,6 +1,8 @@
 """``tensor``: on each device, copy a tiny tensor in, run one operation,
 synchronise, copy the result back and verify it. Never a model: the probe
-stays light. Runs in the ``torch`` worker process."""
+stays light. Runs in the ``torch`` worker process. ``verify=matmul`` swaps
+the tiny operation for a fixed-seed matrix product checked against a float64
+reference (see :mod:`torchprobe.checks.matmul`)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,10 @@ import re
 import time
 from typing import Any
 
-from ..base import Check, CheckFailed, Option, Outcome, failed, passed
-from ..options import listof
+from ..base import Check, CheckFailed, Option, Outcome, UsageError, failed, passed
+from ..options import boolean, choice, integer, listof
 from ..runner import error_details
+from . import matmul
 from ._torch import build_info, describe_cuda_error, import_torch
 
 __all__ = ["TensorCheck"]
@@ -53,17 +56,55 @@ _device.type_name = "device"  # type: ignore[attr-defined]
 
 class TensorCheck(Check):
     name = "tensor"
-    description = "allocate a tiny tensor on each device, compute, synchronise and verify"
+    description = (
+        "allocate a tiny tensor on each device, compute, synchronise and verify "
+        "(verify=matmul: a matrix product against a float64 reference)"
+    )
     options = (
         Option("device", listof(_device, unique=True), default=None,
                help="cuda, cuda:N, cpu, or another torch device type, |-separated; "
                     "default: every visible CUDA device"),
+        Option("verify", choice("matmul"), default=None,
+               help="matmul: a fixed-seed matrix product compared with a float64 CPU "
+                    "reference (against silent data corruption; costs a second or more)"),
+        Option("dtype", choice(*matmul.DTYPES), default=None,
+               help="with verify=matmul: the dtype; default float16 on CUDA, else float32"),
+        Option("size", integer(matmul.MIN_SIZE, matmul.MAX_SIZE), default=None,
+               help="with verify=matmul: the matrices' side; default 1024 on CUDA, else 256"),
+        Option("tf32", boolean, default=False,
+               help="with verify=matmul,dtype=float32 on CUDA: allow TF32 tensor cores"),
     )  # fmt: skip
     timeout = 10.0
     worker = "torch"
 
     device: list[str] | None
+    verify: str | None
+    dtype: str | None
+    size: int | None
+    tf32: bool
     torch: Any = None
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        # Told when the run is planned, before torch is imported.
+        pairs = (("dtype", self.dtype), ("size", self.size), ("tf32", self.tf32 or None))
+        given = [key for key, value in pairs if value is not None]
+        if given and self.verify is None:
+            raise UsageError(f"check {self.name!r}: option {given[0]!r} applies only with "
+                             "verify=matmul")  # fmt: skip
+        if self.tf32:
+            if self.dtype != "float32":
+                raise UsageError(f"check {self.name!r}: tf32=true applies only to dtype=float32 "
+                                 "(verify=matmul,dtype=float32,tf32=true)")  # fmt: skip
+            other = [d for d in self.device or () if not d.startswith("cuda")]
+            if other:
+                raise UsageError(f"check {self.name!r}: tf32=true applies only to CUDA "
+                                 f"devices, not {other[0]!r}")  # fmt: skip
+
+    def product(self, a: Any, b: Any) -> Any:
+        """The product that ``verify=matmul`` checks: the one operation a
+        corrupting device gets wrong."""
+        return a @ b
 
     def setup(self) -> None:
         self.torch = import_torch()
@@ -99,6 +140,13 @@ class TensorCheck(Check):
                 return failed(f"{name}: no such device ({torch.cuda.device_count()} visible)",
                               target=name)  # fmt: skip
         started = time.monotonic()
+        if self.verify == "matmul":
+            try:
+                return matmul.verify(self, torch, device, name, _synchronize)
+            except Exception as exc:  # noqa: BLE001 - one bad device is one failing line
+                return failed(describe_cuda_error(exc, name, torch), target=name,
+                              seconds=round(time.monotonic() - started, 6),
+                              **error_details(exc))  # fmt: skip
         try:
             x = torch.tensor(_VALUES, dtype=torch.float32).to(device)
             y = (x * x).sum()
