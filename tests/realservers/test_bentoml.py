@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from conftest import Run, alive, children, run_cli
 
+from . import stallwalk
 from .canary import Target, walk
 from .harness import APPS, ServerProcess, free_port, http_get, server_venv
 
@@ -125,6 +126,21 @@ def test_canary_idle_busy_wedged_soft_failed(bento: Bento) -> None:
         switches=bento.not_ready.parent,
     )
     walk(target)
+
+
+def test_stall_idle_busy_wedged(bento: Bento, tmp_path: Path) -> None:
+    # BentoML counts a request when its answer is sent (request_total): with
+    # one request of 1 s at a time while busy, stall=3s is above the longest.
+    target = stallwalk.StallTarget(
+        name="bentoml",
+        spec=f"bentoml:url={bento.url},mode=live,stall=3s",
+        stall=3.0,
+        infer_url=f"{bento.url}/classify",
+        sample={"inputs": [[1.0, 2.0, 3.0, 4.0]]},
+        switches=bento.not_ready.parent,
+        state=tmp_path / "state",
+    )
+    stallwalk.walk(target)
 
 
 def test_frozen_times_out(bento: Bento) -> None:
