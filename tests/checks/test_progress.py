@@ -212,6 +212,19 @@ def test_bentoml_health_requests_are_not_progress(env: dict[str, str]) -> None:
     assert rc == 0 and "progressing: 6 requests in progress" in out, out
 
 
+def test_bentoml_timed_out_requests_are_not_progress(env: dict[str, str]) -> None:
+    # BentoML's traffic timeout answers a wedged request 504 and counts it in
+    # bentoml_service_request_total: only a 2xx answer is done work.
+    with ms.BentoML() as server:
+        server.work.state = "wedged"
+        token = f"bentoml:url={server.url},mode=live,stall=1s"
+        probe(env, token)
+        time.sleep(PAST_STALL)
+        server.time_out()
+        rc, out, _ = probe(env, token)
+    assert rc == 1 and "stalled: 6 requests in progress, no request completed" in out, out
+
+
 # --- the metrics endpoint misbehaving --------------------------------------------------
 
 

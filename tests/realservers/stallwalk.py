@@ -51,6 +51,8 @@ class StallTarget:
     headers: dict[str, str] = field(default_factory=dict)
     #: Seconds the server's metrics may lag behind its work (an export interval).
     lag: float = 0.0
+    #: Statuses besides 200 a wedged request may end with (the server's own timeout).
+    gave_up: frozenset[int] = frozenset()
 
 
 def _check(run: Run, rc: int, what: str) -> None:
@@ -127,7 +129,8 @@ def walk(target: StallTarget) -> dict[str, float]:
     print(f"{target.name} stall= wedged: {line} ({after:.1f} s after the wedge)")
 
     completed = list(statuses)
-    assert len(completed) >= CLIENTS and set(completed) == {200}, completed
+    assert len(completed) >= CLIENTS and 200 in completed, completed
+    assert set(completed) <= {200, *target.gave_up}, completed
     recovered = probe()
     _check(recovered, 0, "after the wedge")
     print(f"{target.name} stall= states: " + ", ".join(f"{k} {v:.2f}" for k, v in seen.items()))
