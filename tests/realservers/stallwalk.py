@@ -6,9 +6,10 @@ reading is judged against the previous run's, and :func:`walk` takes the
 server through:
 
 - idle: nothing pending; every run passes for longer than DURATION;
-- busy: ``slow`` makes each inference take 1 s while more clients than the
-  model has workers keep requests queued (all of them completing); every run
-  passes for longer than DURATION;
+- busy: ``slow`` makes each inference take :data:`SLOW` seconds, longer than
+  the probe's interval, while more clients than the model has workers keep
+  requests queued (all of them completing); every run passes for longer than
+  DURATION;
 - wedged: ``wedge`` blocks inference while the clients' requests are pending;
   every run before DURATION has passed since the wedge passes, and a run fails
   "stalled: ..." naming the pending count, the seconds without progress and
@@ -31,9 +32,10 @@ from typing import Any
 from conftest import Run, clean_env, run_cli
 from standins import load
 
-from .canary import CLIENTS, SLOW, post
+from .canary import CLIENTS, post
 
 INTERVAL = 1.0  # seconds between probe runs
+SLOW = 2.0  # seconds each inference takes while busy: twice the interval
 SLACK = 10.0  # on top of DURATION, lag and two intervals: a loaded 2-core machine
 
 
