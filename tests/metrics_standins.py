@@ -295,8 +295,12 @@ class BentoML(Metered, _Nothing):
                              [*labels[:3], "http_response_code", "runner_name"],
                              registry=r)  # fmt: skip
 
-    def _count(self, endpoint: str) -> None:
-        self.total.labels(endpoint, "summarizer", "1.0", "200", "Summarization").inc()
+    def _count(self, endpoint: str, code: str = "200") -> None:
+        self.total.labels(endpoint, "summarizer", "1.0", code, "Summarization").inc()
+
+    def time_out(self) -> None:
+        """A request answered 504 by BentoML's traffic timeout: counted, not done."""
+        self._count("/summarize", "504")
 
     def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
         if path in ("/livez", "/readyz"):

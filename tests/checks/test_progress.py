@@ -196,14 +196,16 @@ def test_triton_judges_the_model_and_version_on_its_metrics_port(env: dict[str, 
     assert moving[0] == 0 and "progressing: 2 requests pending" in moving[1], moving
 
 
-def test_bentoml_health_requests_are_not_progress(env: dict[str, str]) -> None:
+def test_bentoml_health_and_timed_out_requests_are_not_progress(env: dict[str, str]) -> None:
     # BentoML counts /livez and /readyz in bentoml_service_request_total like
-    # any request, so the probe's own requests must not read as progress.
+    # any request, so the probe's own requests must not read as progress; nor
+    # must a wedged request that its traffic timeout answered 504.
     with ms.BentoML() as server:
         server.work.state = "wedged"
         token = f"bentoml:url={server.url},mode=live,stall=1s"
         probe(env, token)
         time.sleep(PAST_STALL)
+        server.time_out()
         rc, out, _ = probe(env, token)
         assert rc == 1 and "stalled: 6 requests in progress, no request completed" in out, out
         server.work.state = "busy"

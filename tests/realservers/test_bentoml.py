@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pytest
 from conftest import Run, alive, children, run_cli
+from prometheus_client.parser import text_string_to_metric_families
 
+from . import stallwalk
 from .canary import Target, walk
 from .harness import APPS, ServerProcess, free_port, http_get, server_venv
 
@@ -125,6 +127,40 @@ def test_canary_idle_busy_wedged_soft_failed(bento: Bento) -> None:
         switches=bento.not_ready.parent,
     )
     walk(target)
+
+
+def test_stall_idle_busy_wedged(bento: Bento, tmp_path: Path) -> None:
+    # BentoML counts a request when its answer is sent (request_total): with
+    # one request of 1 s at a time while busy, any DURATION above 1 s holds.
+    # stall=12s outlasts the app's traffic timeout (10 s), so wedged requests
+    # are answered 504 and counted before the stall shows: not progress.
+    target = stallwalk.StallTarget(
+        name="bentoml",
+        spec=f"bentoml:url={bento.url},mode=live,stall=12s",
+        stall=12.0,
+        infer_url=f"{bento.url}/classify",
+        sample={"inputs": [[1.0, 2.0, 3.0, 4.0]]},
+        switches=bento.not_ready.parent,
+        state=tmp_path / "state",
+        gave_up=frozenset({504}),
+    )
+    stallwalk.walk(target)
+    status, body = http_get(f"{bento.url}/metrics")
+    assert status == 200, status
+    # The series the preset reads, as BentoML 1.4.40 writes them.
+    seen = {
+        (sample.name, tuple(sorted(sample.labels.items())))
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+    where = {"endpoint": "/classify", "runner_name": "TinyClassifier",
+             "service_name": "TinyClassifier", "service_version": "not available"}  # fmt: skip
+    wanted = [("bentoml_service_request_in_progress", where)] + [
+        ("bentoml_service_request_total", {**where, "http_response_code": code})
+        for code in ("200", "504")
+    ]
+    for name, labels in wanted:
+        assert (name, tuple(sorted(labels.items()))) in seen, (name, labels, body[-2000:])
 
 
 def test_frozen_times_out(bento: Bento) -> None:

@@ -63,7 +63,8 @@ from typing import Any
 import pytest
 from conftest import Run, require, run_cli
 
-from .canary import Target, walk
+from . import stallwalk
+from .canary import Target, post, walk
 from .harness import APPS, ServerProcess, free_port, http_get, server_venv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -80,6 +81,8 @@ class RayServe:
     token: str
     control: Path
     marker: str
+    #: Ray's metrics export (``--metrics-port``): ``http://127.0.0.1:PORT/metrics``.
+    metrics: str = ""
 
     def command(self, line: str, timeout: float = 60) -> str:
         """Send one command to the app; its reply (``ok ...``)."""
@@ -128,6 +131,8 @@ def ray() -> Iterator[RayServe]:
     port = free_port()
     while (dashboard_port := free_port()) == port:
         pass
+    while (metrics_port := free_port()) in (port, dashboard_port):
+        pass
     url = f"http://127.0.0.1:{port}"
     dashboard = f"http://127.0.0.1:{dashboard_port}"
     # Ray 2.60 wants a token for its dashboard by default; give this cluster
@@ -143,7 +148,8 @@ def ray() -> Iterator[RayServe]:
     marker = f"{MARKER}={temp_dir}"
     server = ServerProcess(
         [str(python), str(APPS / "ray_app.py"), "--port", str(port),
-         "--dashboard-port", str(dashboard_port), "--control", str(control),
+         "--dashboard-port", str(dashboard_port), "--metrics-port", str(metrics_port),
+         "--control", str(control),
          "--temp-dir", str(temp_dir)],
         name="ray",
         env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, MARKER: str(temp_dir),
@@ -157,7 +163,8 @@ def ray() -> Iterator[RayServe]:
             timeout=60,
             headers={"Authorization": f"Bearer {token}"},
         )
-        state = RayServe(server, url, dashboard, token, control, marker)
+        metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+        state = RayServe(server, url, dashboard, token, control, marker, metrics)
         # Two apps that never run, submitted now so that they settle while
         # the first tests run: one whose model load never ends, one whose
         # constructor raises.
@@ -326,6 +333,47 @@ def test_canary_idle_busy_wedged_soft_failed(ray: RayServe) -> None:
         switches=ray.control.parent / "switches",
     )
     walk(target)
+
+
+#: What the ray preset's stall= reads (presets.py), as Ray's metrics agent exports them.
+STALL_METRICS = (
+    "ray_serve_replica_processing_queries",
+    "ray_serve_deployment_queued_queries",
+    "ray_serve_deployment_request_counter_total",
+)
+
+
+def series(body: bytes, names: tuple[str, ...]) -> list[str]:
+    """The sample lines of ``names`` in a metrics answer."""
+    lines = body.decode(errors="replace").splitlines()
+    return [line for line in lines if line.split("{")[0].split(" ")[0] in names]
+
+
+def test_stall_idle_busy_wedged(ray: RayServe, tmp_path: Path) -> None:
+    # Ray's metrics agent shows a counter only after its first report: one
+    # request, then wait (bounded) until every series the preset reads is there.
+    assert post(f"{ray.url}/classify", {"inputs": [[1.0, 2.0, 3.0, 4.0]]}, {})[0] == 200
+    started = time.monotonic()
+    found: list[str] = []
+    while time.monotonic() - started < 60:
+        status, body = http_get(ray.metrics)
+        found = series(body, STALL_METRICS) if status == 200 else []
+        if {line.split("{")[0] for line in found} == set(STALL_METRICS):
+            break
+        time.sleep(1)
+    print(f"ray metrics after {time.monotonic() - started:.1f} s:\n" + "\n".join(found))
+    assert {line.split("{")[0] for line in found} == set(STALL_METRICS), found
+    target = stallwalk.StallTarget(
+        name="ray",
+        spec=f"ray:url={ray.url},mode=live,stall=25s,metrics-url={ray.metrics}",
+        stall=25.0,
+        infer_url=f"{ray.url}/classify",
+        sample={"inputs": [[1.0, 2.0, 3.0, 4.0]]},
+        switches=ray.control.parent / "switches",
+        state=tmp_path / "state",
+        lag=10.0,
+    )
+    stallwalk.walk(target)
 
 
 def test_frozen_server_times_out(ray: RayServe) -> None:

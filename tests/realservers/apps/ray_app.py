@@ -1,6 +1,7 @@
 """A real Ray Serve 2.60 server for tests/realservers/test_ray.py.
 
-    python ray_app.py --port PORT [--dashboard-port PORT] [--control DIR] [--temp-dir DIR]
+    python ray_app.py --port PORT [--dashboard-port PORT] [--metrics-port PORT]
+                      [--control DIR] [--temp-dir DIR]
 
 Starts a one-node Ray (2 CPUs) and Serve with its HTTP proxy on
 127.0.0.1:PORT, deploys the application "classifier" at route prefix
@@ -10,8 +11,12 @@ raylet, workers) are picked free by Ray; only the dashboard agent's 52365 is
 fixed, and a second instance merely runs its agent without that HTTP port.
 ``--dashboard-port`` also starts Ray's dashboard on 127.0.0.1:PORT, which
 serves the Serve REST API (``GET /api/serve/applications/``); without it Ray
-runs no dashboard. ``--temp-dir`` (keep it short: Ray puts Unix sockets under it) replaces
-/tmp/ray for the session's logs and sockets.
+runs no dashboard. ``--metrics-port`` makes Ray's metrics agent export every
+process's metrics (Serve's among them, prefixed ``ray_``) in the Prometheus
+format at http://127.0.0.1:PORT/metrics (what ``ray start
+--metrics-export-port`` does); without it Ray picks that port. ``--temp-dir``
+(keep it short: Ray puts Unix sockets under it) replaces /tmp/ray for the
+session's logs and sockets.
 
 With ``--control DIR`` the test steers it through files: it writes one command
 to DIR/command (written elsewhere, then renamed in); the app runs it, removes
@@ -142,6 +147,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--control", type=Path)
     parser.add_argument("--dashboard-port", type=int)
+    parser.add_argument("--metrics-port", type=int)
     parser.add_argument("--temp-dir")
     args = parser.parse_args()
 
@@ -176,6 +182,7 @@ def main() -> int:
         dashboard_port=args.dashboard_port or 8265,
         configure_logging=False,
         _temp_dir=args.temp_dir,
+        _metrics_export_port=args.metrics_port,
     )
     serve.start(
         proxy_location="HeadOnly",
