@@ -6,10 +6,11 @@ the bus or needs a reset, memory exhaustion, ECC and row-remap failures, thermal
 slowdown, a recovery action the driver asks for. It cannot see a server's
 poisoned CUDA context (that takes the ``cuda`` and ``tensor`` checks in-process).
 
-This is the only module of torchprobe that imports ``pynvml``, and only inside
-the check: ``torchprobe --help`` never loads it, and ``nvmlInit`` never runs at
-import time. The check runs in the ``nvml`` worker, which the engine kills at the
-deadline, because a sick GPU can hang an NVML call while it holds the GIL.
+This module imports ``pynvml`` only inside the check (as do the report's
+readings and the monitor's Xid watch, in their own code paths): ``torchprobe
+--help`` never loads it, and ``nvmlInit`` never runs at import time. The check
+runs in the ``nvml`` worker, which the engine kills at the deadline, because a
+sick GPU can hang an NVML call while it holds the GIL.
 """
 
 from __future__ import annotations
