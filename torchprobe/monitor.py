@@ -444,7 +444,10 @@ class Monitor:
     def _run(self) -> None:
         owner = os.getpid()
         self._pid_start = pid_start(owner)
-        self._start_xid()
+        if self.xid:
+            # A thread of its own: finding the device may import torch, which
+            # would hold back the first status file by seconds.
+            threading.Thread(target=self._watch_xid, name="torchprobe-xid", daemon=True).start()
         round_thread: threading.Thread | None = None
         next_round = time.monotonic()
         while not self._stopped and self._owner == owner:
@@ -478,8 +481,9 @@ class Monitor:
                 device = None
         return device if device is not None and device.startswith("cuda") else None
 
-    def _start_xid(self) -> None:
-        device = self._cuda_device() if self.xid else None
+    def _watch_xid(self) -> None:
+        """The Xid watch, in this thread, while the monitor runs in this process."""
+        device = self._cuda_device()
         if device is None:
             return  # a CPU monitor watches nothing; "off" says so
         targets = watch_targets(device, os.environ)
@@ -490,7 +494,8 @@ class Monitor:
             if self._stopped:
                 return
             self._xid_watch = watch
-        watch.start()
+        self._publish()
+        watch.run()
 
     def _on_xid_state(self, state: str, note: str | None) -> None:
         watch = self._xid_watch

@@ -6,9 +6,10 @@ double- and single-bit ECC error, as they happen. Only a long-lived process
 can hold one: the in-process monitor does, inside the container and without
 privileges (the kernel log, where Xids are also written, needs root).
 
-The watch knows nothing of the monitor: it calls ``on_event`` with each
-:class:`GpuEvent` and ``on_state`` when its state changes, from its own
-thread, so any long-running process (a sidecar, in a worker process of its
+The watch knows nothing of the monitor: :meth:`XidWatch.run` blocks in the
+thread that calls it (the monitor gives it a daemon thread of its own) and
+calls ``on_event`` with each :class:`GpuEvent` and ``on_state`` when its state
+changes, so any long-running process (a sidecar, in a worker process of its
 own) can host it. The wait is ``nvmlEventSetWait_v2`` with a short timeout,
 through ctypes, which releases the GIL for the call: a request never waits
 for it. ``pynvml`` is imported in the thread, never at import.
@@ -97,10 +98,6 @@ class XidWatch:
         self._stop = threading.Event()
         #: The UUIDs of the GPUs registered, once the watch is "watching".
         self.watched: list[str] = []
-
-    def start(self) -> XidWatch:
-        threading.Thread(target=self.run, name="torchprobe-xid", daemon=True).start()
-        return self
 
     def stop(self) -> None:
         """Ends the wait loop within one wait (``wait_ms``)."""
