@@ -3,7 +3,7 @@ request, until it is killed.
 
     python tests/monitor_worker.py STATUS_DIR [--interval S] [--max-busy S]
         [--not-loaded | --load-failed] [--sticky] [--stuck]
-        [--device DEVICE] [--xid-ignore N,...] [--xid-fatal N,...]
+        [--device DEVICE] [--no-xid] [--xid-ignore N,...] [--xid-fatal N,...]
 """
 
 from __future__ import annotations
@@ -38,12 +38,13 @@ def main() -> None:
     parser.add_argument("--sticky", action="store_true")
     parser.add_argument("--stuck", action="store_true")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--no-xid", action="store_true")
     parser.add_argument("--xid-ignore", type=numbers, default=())
     parser.add_argument("--xid-fatal", type=numbers, default=())
     args = parser.parse_args()
 
     monitor = Monitor(["ok"], interval=args.interval, max_busy=args.max_busy,
-                      status_dir=args.status_dir, device=args.device,
+                      status_dir=args.status_dir, device=args.device, xid=not args.no_xid,
                       xid_ignore=args.xid_ignore, xid_fatal=args.xid_fatal).start()  # fmt: skip
     monitor.loading()
     if args.load_failed:

@@ -256,6 +256,22 @@ def test_a_cpu_monitor_starts_no_watch(start: Launcher) -> None:
     assert doc["live"] and doc["xid"]["counts"] == []
 
 
+def test_xid_false_starts_no_watch_on_a_cuda_monitor(start: Launcher) -> None:
+    worker = start("--device", "cuda:0", "--no-xid", watching=False)
+    worker.until(lambda d: d["last_round"])
+    worker.inject(device=0, xid=79)
+    time.sleep(0.5)
+    doc = worker.doc()
+    assert doc["xid"]["state"] == "off" and doc["live"] and doc["xid"]["counts"] == []
+
+
+def test_importing_the_monitor_loads_no_nvml() -> None:
+    code = "import sys, torchprobe.monitor; print(sorted(m for m in sys.modules if 'nvml' in m))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=fake_nvml_env("{}"), timeout=60, check=True)  # fmt: skip
+    assert done.stdout.strip() == "[]"
+
+
 def test_bad_xid_numbers_fail_when_the_monitor_is_made() -> None:
     for bad in (["79"], [-1], [True]):
         with pytest.raises(ValueError, match="an Xid is a non-negative whole number"):
@@ -265,19 +281,29 @@ def test_bad_xid_numbers_fail_when_the_monitor_is_made() -> None:
 # -- /health and /metrics of a served app --------------------------------------------------
 
 
-def test_health_and_metrics_of_a_served_app_name_the_xid(tmp_path: Path) -> None:
-    missing = [m for m in ("starlette", "uvicorn", "prometheus_client")
-               if importlib.util.find_spec(m) is None]  # fmt: skip
-    require(not missing, f"not installed: {missing} (pip install starlette uvicorn)")
-    from integrations.apps.serving import Served, uvicorn
+@pytest.mark.parametrize(
+    ("server", "extra"),
+    # The ASGI app through prometheus_client's registry; the Flask app with the
+    # exposition written by hand, as where prometheus_client is not installed.
+    [("uvicorn", {}), ("gunicorn", {"TP_NO_PROMETHEUS": "1"})],
+)
+def test_health_and_metrics_of_a_served_app_name_the_xid(
+    tmp_path: Path, server: str, extra: dict[str, str]
+) -> None:
+    needs = ("starlette", "uvicorn") if server == "uvicorn" else ("flask", "gunicorn")
+    missing = [m for m in (*needs, "prometheus_client") if importlib.util.find_spec(m) is None]
+    require(not missing, f"not installed: {missing}")
+    from integrations.apps.serving import Served, gunicorn, uvicorn
     from prometheus_client.parser import text_string_to_metric_families
 
     events = tmp_path / "events.jsonl"
     events.touch()
     scenario = json.dumps({"events": str(events)})
     env = fake_nvml_env(scenario, TP_INTERVAL="0.25", TP_MAX_BUSY="5",
-                        TP_STATUS_DIR=str(tmp_path / "status"), TP_DEVICE="cuda:0")  # fmt: skip
-    served = Served(uvicorn("tp_asgi_app"), env, tmp_path / "uvicorn.log")
+                        TP_STATUS_DIR=str(tmp_path / "status"), TP_DEVICE="cuda:0",
+                        **extra)  # fmt: skip
+    command = uvicorn("tp_asgi_app") if server == "uvicorn" else gunicorn("tp_flask_app")
+    served = Served(command, env, tmp_path / "server.log")
     try:
         served.start().wait_up()
         deadline = time.monotonic() + 20
