@@ -430,7 +430,9 @@ def test_gpu_lost_hints() -> None:
     assert lost is not None and "Xid 79" in lost.hint
     reset = hints.gpu_lost("GPU 1", "NVML_ERROR_RESET_REQUIRED")
     assert reset is not None and "needs a reset" in reset.what
-    assert hints.gpu_lost("GPU 1", "NVML_ERROR_UNKNOWN") is None
+    container = hints.gpu_lost("GPU 1", "NVML_ERROR_UNKNOWN")
+    assert container is not None and container.hint.startswith("restart the container")
+    assert hints.gpu_lost("GPU 1", "NVML_ERROR_TIMEOUT") is None
 
 
 def test_gpu_health_hints() -> None:
