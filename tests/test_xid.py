@@ -327,6 +327,27 @@ def test_health_and_metrics_of_a_served_app_name_the_xid(
         served.close()
 
 
+def test_another_workers_damaged_xid_field_never_breaks_the_metrics() -> None:
+    """/metrics with aggregate=True renders other workers' status files: a
+    damaged ``xid`` there is left out, and the text still parses strictly."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from torchprobe.integrations.metrics import families, render_text
+
+    base = {"pid": 7, "live": True, "ready": True, "updated": time.time()}
+    states = [
+        {**base, "xid": {"counts": [{"gpu": 'GPU-"\n', "xid": "79", "count": 2}, "junk",
+                                    {"gpu": "g", "xid": "1", "count": "many"},
+                                    {"gpu": "g", "xid": "2", "count": True}]}},
+        {**base, "pid": 8, "xid": ["not", "a", "dict"]},
+        {**base, "pid": 9, "xid": {"counts": {"not": "a list"}}},
+    ]  # fmt: skip
+    text = render_text(families(states, by_pid=True))
+    found = {f.name: f for f in text_string_to_metric_families(text)}
+    samples = [(s.labels, s.value) for s in found["torchprobe_gpu_xid_events"].samples]
+    assert samples == [({"pid": "7", "gpu": 'GPU-"\n', "xid": "79"}, 2.0)]
+
+
 # -- the fake binding behaves like the real one -------------------------------------------
 
 

@@ -177,10 +177,10 @@ def families(states: Sequence[dict[str, Any]], by_pid: bool) -> list[Family]:
         xid = state.get("xid")
         counts = xid.get("counts") if isinstance(xid, dict) else None
         for count in counts if isinstance(counts, list) else []:
-            if not isinstance(count, dict):
+            number = count.get("count") if isinstance(count, dict) else None
+            if not isinstance(number, (int, float)) or isinstance(number, bool):
                 continue  # another worker's file, damaged: the status-file check says so
-            xid_labels = (str(count.get("gpu")), str(count.get("xid")))
-            add("torchprobe_gpu_xid_events", count.get("count") or 0, *xid_labels)
+            add("torchprobe_gpu_xid_events", number, str(count.get("gpu")), str(count.get("xid")))
     return list(out.values())
 
 
