@@ -9,6 +9,9 @@ loading and of its errors, measures whether requests are stuck, and answers
 "live?" and "ready?" from that state in microseconds. Optionally it writes the
 state to ``<status_dir>/<pid>.json`` for the ``status-file`` CLI check, so an
 exec probe sees the server's own context without HTTP and without torch.
+With a CUDA device it also holds an NVML event set for its GPU, so that a
+critical GPU event (Xid) makes the process not live as it happens
+(:mod:`torchprobe.xidwatch`, judged by :mod:`torchprobe.xid`).
 
 Start it in each serving process after any fork (gunicorn: ``post_fork``);
 it also starts lazily on first use. One per process: a second one is an
