@@ -135,6 +135,20 @@ print(sys.argv[1].rsplit("/", 1)[-1], d["dtype"], d["size"], "tf32" if d["tf32"]
       "memory_extra_MiB", round((d["memory_extra"] or 0) / 2**20, 1))' "$f" >>"$log" 2>&1
 done
 
+# The monitor's Xid watch: the NVML event set registers on the real GPU from an
+# unprivileged serving process, and a run without an Xid stays live (the
+# status document's xid field is recorded in the log).
+scenario xid-watch 60 0 bash -c '
+  d=$(mktemp -d)
+  "$0" tests/monitor_worker.py "$d" --device cuda:0 >/dev/null 2>&1 &
+  pid=$!
+  sleep 4
+  "$0" -c "import json,sys; d=json.load(open(sys.argv[1])); print(json.dumps(d[\"xid\"]), d[\"live\"])" "$d/$pid.json"
+  torchprobe status-file:path="$d"
+  rc=$?
+  kill "$pid"
+  exit "$rc"' "$py"
+
 # 5. The test suite: the gpu-marked tests (among them a real device-side assert
 #    and a real out-of-memory error beside the in-process monitor), then the rest.
 scenario pytest-gpu 300 0 "$py" -m pytest -q -m gpu -rA tests/test_gpu.py \

@@ -3,6 +3,7 @@ request, until it is killed.
 
     python tests/monitor_worker.py STATUS_DIR [--interval S] [--max-busy S]
         [--not-loaded | --load-failed] [--sticky] [--stuck]
+        [--device DEVICE] [--no-xid] [--xid-ignore N,...] [--xid-fatal N,...]
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ class AcceleratorError(RuntimeError):
         self.error_code = 710
 
 
+def numbers(text: str) -> list[int]:
+    return [int(n) for n in text.split(",") if n]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("status_dir")
@@ -32,10 +37,15 @@ def main() -> None:
     parser.add_argument("--load-failed", action="store_true")
     parser.add_argument("--sticky", action="store_true")
     parser.add_argument("--stuck", action="store_true")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--no-xid", action="store_true")
+    parser.add_argument("--xid-ignore", type=numbers, default=())
+    parser.add_argument("--xid-fatal", type=numbers, default=())
     args = parser.parse_args()
 
     monitor = Monitor(["ok"], interval=args.interval, max_busy=args.max_busy,
-                      status_dir=args.status_dir).start()  # fmt: skip
+                      status_dir=args.status_dir, device=args.device, xid=not args.no_xid,
+                      xid_ignore=args.xid_ignore, xid_fatal=args.xid_fatal).start()  # fmt: skip
     monitor.loading()
     if args.load_failed:
         monitor.load_failed(OSError("model.pt: invalid load key"))

@@ -70,3 +70,27 @@ def test_a_bad_device_option_is_a_usage_error_before_anything_runs() -> None:
     result = run_cli("nvml:device=cuda:0", env=fake_nvml_env(scenario()))
     assert result.rc == 1 and result.stdout == ""
     assert result.stderr.startswith("torchprobe: error: check 'nvml': option 'device':")
+
+
+def test_unknown_error_at_start_says_restart_the_container() -> None:
+    # What a container sees once the host ran `systemctl daemon-reload`.
+    result = run_cli("nvml", env=fake_nvml_env(scenario(init_error="UNKNOWN")))
+    assert result.rc == 1
+    assert result.lines[0].startswith("FAIL  nvml")
+    assert "NVML_ERROR_UNKNOWN" in result.lines[0]
+    assert "restart the container" in result.lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_unknown_error_on_a_gpu_says_restart_the_container() -> None:
+    env = fake_nvml_env(scenario(devices=[dict(H100, error="UNKNOWN")]))
+    result = run_cli("--format", "json", "nvml", env=env)
+    assert result.rc == 1
+    check = json.loads(result.stdout)["checks"][0]
+    assert check["status"] == "fail" and check["details"]["nvml_error"] == "NVML_ERROR_UNKNOWN"
+    assert "restart the container" in check["message"]
+
+
+def test_another_start_error_does_not_say_restart_the_container() -> None:
+    result = run_cli("nvml", env=fake_nvml_env(scenario(init_error="NO_PERMISSION")))
+    assert result.rc == 1 and "restart the container" not in result.stdout

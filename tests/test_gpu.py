@@ -219,3 +219,38 @@ def test_a_check_hung_in_a_cuda_kernel_is_killed_on_time_and_frees_the_gpu() -> 
     assert result.elapsed < 15, result.elapsed
     time.sleep(1.0)
     assert _gpu_used_bytes() - before < 64 * 2**20  # the worker's context is gone
+
+
+def test_the_monitors_xid_watch_registers_on_the_real_gpu_and_a_clean_run_stays_live(
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    worker = Path(__file__).parent / "monitor_worker.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(worker), str(tmp_path), "--device", "cuda:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=clean_env(),
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "serving"
+        path = tmp_path / f"{proc.pid}.json"
+        deadline = time.monotonic() + 30
+        doc: dict = {}  # type: ignore[type-arg]
+        while time.monotonic() < deadline:
+            doc = json.loads(path.read_text()) if path.exists() else {}
+            if doc.get("xid", {}).get("state") not in (None, "off", "starting"):
+                break
+            time.sleep(0.1)
+        xid = doc["xid"]
+        assert xid["state"] == "watching", xid  # an unprivileged process holds the event set
+        assert xid["gpus"][0].startswith("GPU-") and xid["counts"] == [], xid
+        time.sleep(2)  # a few waits of 0.5 s, with no Xid on a healthy GPU
+        assert json.loads(path.read_text())["live"] is True
+        status = run_cli(f"status-file:path={tmp_path}", timeout=60)
+        assert status.rc == 0, status.stdout
+    finally:
+        proc.kill()
+        proc.wait()

@@ -293,6 +293,27 @@ def test_run_report_writes_to_its_file_and_nvml_errors_at_start_give_their_hint(
     assert document["sections"]["gpus"] == []
 
 
+def test_unknown_error_at_nvml_start_gives_the_restart_the_container_hint(
+    readings_dir: Path,
+) -> None:
+    # NVML inside a container after the host's `systemctl daemon-reload`.
+    result, document = report(env=fake_env(readings_dir, init_error="UNKNOWN"))
+    assert document["sections"]["nvml"]["error"] == "NVML_ERROR_UNKNOWN"
+    assert "NVML answers Unknown Error" in whats(document)
+    assert any("restart the container" in hint for hint in hints_of(document))
+    text = run_cli("--report", env=fake_env(readings_dir, init_error="UNKNOWN"))
+    assert text.rc == 0 and "restart the container" in text.stdout
+
+
+def test_unknown_error_on_one_gpu_gives_the_restart_the_container_hint(
+    readings_dir: Path,
+) -> None:
+    _, document = report(env=fake_env(readings_dir, devices=[{}, {"error": "UNKNOWN"}]))
+    assert "GPU 1: NVML answers Unknown Error" in whats(document)
+    assert "GPU 0" not in whats(document)
+    assert any("restart the container" in hint for hint in hints_of(document))
+
+
 # -- the hints, directly ------------------------------------------------------------
 @pytest.mark.parametrize(
     ("torch_cuda", "driver", "verdict"),
@@ -395,7 +416,7 @@ def test_device_node_hints(nodes: dict[str, Any], in_container: bool, expected: 
         ("NVML_ERROR_NO_PERMISSION", "no permission"),
         ("NVML_ERROR_LIB_RM_VERSION_MISMATCH", "versions differ"),
         ("not installed", "nvidia-ml-py"),
-        ("NVML_ERROR_UNKNOWN", "NVML_ERROR_UNKNOWN"),
+        ("NVML_ERROR_UNKNOWN", "NVML answers Unknown Error"),
     ],
 )
 def test_nvml_start_hints(error: str, expected: str) -> None:
@@ -409,7 +430,9 @@ def test_gpu_lost_hints() -> None:
     assert lost is not None and "Xid 79" in lost.hint
     reset = hints.gpu_lost("GPU 1", "NVML_ERROR_RESET_REQUIRED")
     assert reset is not None and "needs a reset" in reset.what
-    assert hints.gpu_lost("GPU 1", "NVML_ERROR_UNKNOWN") is None
+    container = hints.gpu_lost("GPU 1", "NVML_ERROR_UNKNOWN")
+    assert container is not None and container.hint.startswith("restart the container")
+    assert hints.gpu_lost("GPU 1", "NVML_ERROR_TIMEOUT") is None
 
 
 def test_gpu_health_hints() -> None:

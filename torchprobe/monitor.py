@@ -9,6 +9,9 @@ loading and of its errors, measures whether requests are stuck, and answers
 "live?" and "ready?" from that state in microseconds. Optionally it writes the
 state to ``<status_dir>/<pid>.json`` for the ``status-file`` CLI check, so an
 exec probe sees the server's own context without HTTP and without torch.
+With a CUDA device it also holds an NVML event set for its GPU, so that a
+critical GPU event (Xid) makes the process not live as it happens
+(:mod:`torchprobe.xidwatch`, judged by :mod:`torchprobe.xid`).
 
 Start it in each serving process after any fork (gunicorn: ``post_fork``);
 it also starts lazily on first use. One per process: a second one is an
@@ -29,7 +32,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -38,6 +41,8 @@ from .base import Check, Status, UsageError
 from .statusdir import pid_start
 from .statuswriter import StatusWriter
 from .sticky import StickyError, classify, classify_text
+from .xidstate import XidState
+from .xidwatch import GpuEvent, XidWatch, watch_targets
 
 if TYPE_CHECKING:
     import asyncio
@@ -132,6 +137,9 @@ class Monitor:
         interval: float = 10.0,
         max_busy: float = 60.0,
         status_dir: str | os.PathLike[str] | bool | None = None,
+        xid: bool = True,
+        xid_ignore: Iterable[int] = (),
+        xid_fatal: Iterable[int] = (),
     ) -> None:
         if not interval > 0 or not max_busy > 0:
             raise ValueError("interval and max_busy must be greater than zero")
@@ -139,6 +147,10 @@ class Monitor:
         self.max_busy = float(max_busy)
         self.device = device
         self._specs = list(checks) if checks is not None else None
+        self.xid = xid
+        self._xid_sets = (tuple(xid_ignore), tuple(xid_fatal))
+        XidState(*self._xid_sets)  # a bad Xid number fails here, at once
+        self._xid_watch: XidWatch | None = None
         self._checks: list[Check] | None = None
         self._status_setting = status_dir
         self._writer: StatusWriter | None = None
@@ -180,6 +192,9 @@ class Monitor:
         self._loop_expected: float | None = None
         self._loop_lag: float | None = None
         self._gpu: dict[str, Any] | None = None
+        # Counts since this process's monitor started: a restarted (or forked)
+        # process starts clean.
+        self._xid = XidState(*self._xid_sets)
 
     def start(self) -> Monitor:
         """Start the monitor's thread in this process (idempotent, fork-aware)."""
@@ -204,6 +219,9 @@ class Monitor:
         with self._lock:
             self._stopped = True
             writer = self._writer if self._owner == os.getpid() else None
+            watch, self._xid_watch = self._xid_watch, None
+        if watch is not None:
+            watch.stop()
         self._wake.set()
         if writer is not None:
             writer.stop(STOP_WAIT)
@@ -342,6 +360,7 @@ class Monitor:
         lifecycle = self._lifecycle
         if lifecycle["state"] == "failed":
             reasons.append(f"model failed to load: {lifecycle['error']}")
+        reasons.extend(self._xid.reasons())
         reasons.extend(self._round_failed)
         running = self._running
         if running is not None and now - running[1] > running[2]:
@@ -393,6 +412,7 @@ class Monitor:
             "last_round": self._last_round,
             "checks": list(self._results),
             "gpu": self._gpu,
+            "xid": self._xid.document(),
         }
 
     # -- the thread --------------------------------------------------------------------
@@ -427,6 +447,10 @@ class Monitor:
     def _run(self) -> None:
         owner = os.getpid()
         self._pid_start = pid_start(owner)
+        if self.xid:
+            # A thread of its own: finding the device may import torch, which
+            # would hold back the first status file by seconds.
+            threading.Thread(target=self._watch_xid, name="torchprobe-xid", daemon=True).start()
         round_thread: threading.Thread | None = None
         next_round = time.monotonic()
         while not self._stopped and self._owner == owner:
@@ -441,6 +465,55 @@ class Monitor:
             self._publish()
             self._wake.wait(timeout=max(0.05, min(self.interval, next_round - time.monotonic())))
             self._wake.clear()
+
+    def _cuda_device(self) -> str | None:
+        """The monitor's CUDA device, or None for a CPU monitor. Without
+        ``device=``, CUDA is asked of the torch the app loaded (or of torch
+        itself when the monitor runs its default, torch, checks)."""
+        device = self.device
+        if device is None:
+            torch = sys.modules.get("torch")
+            if torch is None and self._specs is None:
+                try:
+                    import torch
+                except ImportError:
+                    torch = None
+            try:
+                device = "cuda" if torch is not None and torch.cuda.is_available() else None
+            except Exception:  # noqa: BLE001 - a broken CUDA install: no GPU to watch
+                device = None
+        return device if device is not None and device.startswith("cuda") else None
+
+    def _watch_xid(self) -> None:
+        """The Xid watch, in this thread, while the monitor runs in this process."""
+        device = self._cuda_device()
+        if device is None:
+            return  # a CPU monitor watches nothing; "off" says so
+        targets = watch_targets(device, os.environ)
+        self._xid.gpus = targets
+        self._xid.on_state("starting", None)
+        watch = XidWatch(targets, self._on_gpu_event, self._on_xid_state)
+        with self._lock:
+            if self._stopped:
+                return
+            self._xid_watch = watch
+        self._publish()
+        watch.run()
+
+    def _on_xid_state(self, state: str, note: str | None) -> None:
+        watch = self._xid_watch
+        if state == "watching" and watch is not None:
+            self._xid.gpus = list(watch.watched)
+        self._xid.on_state(state, note)
+        if note and state != "watching":
+            log.warning("torchprobe: Xid events are not watched: %s", note)
+        self._publish()
+
+    def _on_gpu_event(self, event: GpuEvent) -> None:
+        reason = self._xid.on_event(event)
+        if reason is not None:
+            log.error("torchprobe: %s: this process is not live", reason)
+        self._publish()
 
     def _round(self) -> None:
         from .runner import capture, execute

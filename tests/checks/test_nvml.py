@@ -285,7 +285,7 @@ def test_no_gpu_at_all_fails(use: Use) -> None:
         ("DRIVER_NOT_LOADED", "NVIDIA driver not loaded"),
         ("NO_PERMISSION", "NVML: no permission"),
         ("LIB_RM_VERSION_MISMATCH", "NVML library and kernel driver versions differ"),
-        ("UNKNOWN", "NVML failed to start: Unknown Error"),
+        ("UNKNOWN", "NVML failed to start: NVML_ERROR_UNKNOWN: in a container this means it lost"),
     ],
 )
 def test_nvml_that_cannot_start_fails_with_what_it_means(

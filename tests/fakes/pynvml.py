@@ -41,6 +41,18 @@ measured in facts.md), with one such device when ``devices`` is absent.
   a MIG handle has a name, UUID, memory and processes; the GPU-wide readings
   answer NOT_SUPPORTED on it (read them on the parent).
 - ``processes``: ``[{"pid": 1234, "used_memory": 744488960}]``.
+- Event sets: a device's ``event_types`` is the mask that
+  ``nvmlDeviceGetSupportedEventTypes`` answers (default: SBE, DBE, PState,
+  Xid, Clock, as an H100) or an error name; registering a type outside it, or
+  on a MIG handle, raises NOT_SUPPORTED as NVML does. ``events`` is the path of
+  a file of JSON lines that a test appends to while the process runs; each
+  line appended after an event set was created is delivered once, in order,
+  to it if it registered the line's device and type, by
+  ``nvmlEventSetWait_v2``: ``{"device": 0, "xid": 79}``,
+  ``{"device": 0, "type": "double_bit_ecc"}`` (or ``"single_bit_ecc"``), or
+  ``{"error": "GPU_IS_LOST"}``, which that wait raises. A wait with nothing to
+  deliver sleeps its timeout (the GIL released, as the real call releases
+  it) and raises NVMLError_Timeout.
 
 Without ``TORCHPROBE_FAKE_NVML`` this module replaces itself with the real one,
 so a stray ``PYTHONPATH`` never hides a real GPU.
@@ -384,3 +396,91 @@ def nvmlDeviceGetComputeRunningProcesses(handle: _Handle) -> list[Any]:
 
 
 nvmlDeviceGetComputeRunningProcesses_v3 = nvmlDeviceGetComputeRunningProcesses
+
+
+# -- event sets ----------------------------------------------------------------------
+_XID, _SBE, _DBE = 0x8, 0x1, 0x2
+_EVENT_KINDS = {"xid": _XID, "single_bit_ecc": _SBE, "double_bit_ecc": _DBE}
+# What an H100 answers (SBE, DBE, PState, Xid, Clock).
+_H100["event_types"] = 0x1F
+
+
+class _EventSet:
+    """An opaque event set: what it registered, and how far it has read."""
+
+    def __init__(self) -> None:
+        self.registered: dict[int, int] = {}  # GPU index -> event type mask
+        self.delivered = 0
+        self.freed = False
+
+
+class _EventData:
+    """Shaped like the real binding's c_nvmlEventData_t."""
+
+    __slots__ = ("device", "eventType", "eventData", "gpuInstanceId", "computeInstanceId")
+
+    def __init__(self, device: _Handle, event_type: int, data: int) -> None:
+        self.device, self.eventType, self.eventData = device, event_type, data
+        self.gpuInstanceId = self.computeInstanceId = 0xFFFFFFFF  # not a MIG slice
+
+
+def nvmlEventSetCreate() -> _EventSet:
+    _enter("nvmlEventSetCreate")
+    events = _EventSet()
+    # Like NVML: a new set hears of what happens from now on, not of the past.
+    events.delivered = len(_pending(events))
+    return events
+
+
+def nvmlEventSetFree(eventSet: _EventSet) -> None:
+    _enter("nvmlEventSetFree")
+    eventSet.freed = True
+
+
+def nvmlDeviceGetSupportedEventTypes(handle: _Handle) -> int:
+    return int(_reading(_device("nvmlDeviceGetSupportedEventTypes", handle), "event_types"))
+
+
+def nvmlDeviceRegisterEvents(handle: _Handle, eventTypes: int, eventSet: _EventSet) -> None:
+    entry = _device("nvmlDeviceRegisterEvents", handle)  # a MIG handle: NOT_SUPPORTED
+    supported = int(_reading(entry, "event_types"))
+    if eventTypes & ~supported:
+        raise _error("NOT_SUPPORTED")
+    eventSet.registered[handle.index] = eventSet.registered.get(handle.index, 0) | eventTypes
+
+
+def _pending(eventSet: _EventSet) -> list[dict[str, Any]]:
+    path = _scenario().get("events")
+    if not path:
+        return []
+    try:
+        with open(path, encoding="utf-8") as f:
+            # A line still being written is not complete until its newline.
+            lines = [line for line in f.read().split("\n")[:-1] if line.strip()]
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in lines[eventSet.delivered :]]
+
+
+def nvmlEventSetWait_v2(eventSet: _EventSet, timeoutms: int) -> _EventData:
+    _enter("nvmlEventSetWait_v2")
+    if eventSet.freed:
+        raise _error("INVALID_ARGUMENT")
+    deadline = time.monotonic() + timeoutms / 1000
+    while True:
+        for line in _pending(eventSet):
+            eventSet.delivered += 1
+            if line.get("error"):
+                raise _error(line["error"])
+            index = int(line.get("device", 0))
+            kind = _EVENT_KINDS[line.get("type", "xid")]
+            if eventSet.registered.get(index, 0) & kind:
+                data = int(line.get("xid", 0)) if kind == _XID else 0
+                return _EventData(_Handle(index), kind, data)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _error("TIMEOUT")
+        time.sleep(min(left, 0.02))
+
+
+nvmlEventSetWait = nvmlEventSetWait_v2

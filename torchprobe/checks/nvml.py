@@ -6,10 +6,11 @@ the bus or needs a reset, memory exhaustion, ECC and row-remap failures, thermal
 slowdown, a recovery action the driver asks for. It cannot see a server's
 poisoned CUDA context (that takes the ``cuda`` and ``tensor`` checks in-process).
 
-This is the only module of torchprobe that imports ``pynvml``, and only inside
-the check: ``torchprobe --help`` never loads it, and ``nvmlInit`` never runs at
-import time. The check runs in the ``nvml`` worker, which the engine kills at the
-deadline, because a sick GPU can hang an NVML call while it holds the GIL.
+This module imports ``pynvml`` only inside the check (as do the report's
+readings and the monitor's Xid watch, in their own code paths): ``torchprobe
+--help`` never loads it, and ``nvmlInit`` never runs at import time. The check
+runs in the ``nvml`` worker, which the engine kills at the deadline, because a
+sick GPU can hang an NVML call while it holds the GIL.
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ _GIB = float(1 << 30)
 _INVALID_ARGUMENT, _NOT_SUPPORTED, _NOT_FOUND = 2, 3, 6
 _DRIVER_NOT_LOADED, _LIBRARY_NOT_FOUND, _FUNCTION_NOT_FOUND = 9, 12, 13
 _NO_PERMISSION, _GPU_IS_LOST, _RESET_REQUIRED, _RM_MISMATCH = 4, 15, 16, 18
+_UNKNOWN = 999
+# Inside a container, NVML's "Unknown Error" is what a host's `systemctl
+# daemon-reload` leaves behind: systemd rewrites the container's device cgroup
+# and takes away its access to /dev/nvidia* (nvidia-container-toolkit #48,
+# #1227). Only a new container gets the access back.
+LOST_CONTAINER = (
+    "NVML_ERROR_UNKNOWN: in a container this means it lost its GPU access (a "
+    "`systemctl daemon-reload` on the host revokes it): restart the container"
+)
 # The GPU itself is gone or wedged: every further read would fail the same way.
 _DEVICE_DEAD = (_GPU_IS_LOST, _RESET_REQUIRED)
 # "This GPU, or this driver, has no such reading" (retired pages on an H100, a
@@ -45,6 +55,7 @@ _INIT_MESSAGES = {
     _NO_PERMISSION: "NVML: no permission to open the GPU device files (/dev/nvidia*)",
     _RM_MISMATCH: "NVML library and kernel driver versions differ (driver upgraded without a "
     "reboot, or a mismatched libnvidia-ml.so.1 in the image)",
+    _UNKNOWN: f"NVML failed to start: {LOST_CONTAINER}",
 }
 
 
@@ -64,12 +75,15 @@ def _error_name(nvml: ModuleType, value: int) -> str:
     return f"NVML error {value}"
 
 
-def _describe(nvml: ModuleType, exc: Any) -> str:
+def _describe(nvml: ModuleType, exc: Any, whole: bool = False) -> str:
+    """``whole``: the error ended the GPU's (or the system's) readings, not one of them."""
     name = _error_name(nvml, exc.value)
     if exc.value == _GPU_IS_LOST:
         return f"lost ({name}): the GPU fell off the bus or stopped answering"
     if exc.value == _RESET_REQUIRED:
         return f"needs a reset ({name}): the driver will not use it until it is reset"
+    if exc.value == _UNKNOWN and whole:  # one reading alone failing is not the lost container
+        return f"Unknown Error: {LOST_CONTAINER}"
     return f"NVML error: {exc} ({name})"
 
 
@@ -310,7 +324,7 @@ class NvmlCheck(Check):
         try:
             count = int(nvml.nvmlDeviceGetCount())
         except nvml.NVMLError as exc:
-            message = f"NVML cannot list the GPUs: {_describe(nvml, exc)}"
+            message = f"NVML cannot list the GPUs: {_describe(nvml, exc, whole=True)}"
             raise CheckFailed(message, **system) from None
         if count == 0:
             raise CheckFailed("no NVIDIA GPU found (NVML sees 0 devices)", **system)
@@ -342,7 +356,8 @@ class NvmlCheck(Check):
             return failed(str(exc), target=target, **details)
         except nvml.NVMLError as exc:
             details["nvml_error"] = _error_name(nvml, exc.value)
-            return failed(f"{label}: {_describe(nvml, exc)}", target=target, **details)
+            message = f"{label}: {_describe(nvml, exc, whole=True)}"
+            return failed(message, target=target, **details)
         details["unsupported"] = device.unsupported
         message = f"{label}: " + ", ".join(device.problems + device.notes)
         if device.problems:

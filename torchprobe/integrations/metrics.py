@@ -77,7 +77,7 @@ class Family(NamedTuple):
 
 
 #: The counters among the families (every other one is a gauge).
-COUNTERS = frozenset({"torchprobe_requests_completed"})
+COUNTERS = frozenset({"torchprobe_requests_completed", "torchprobe_gpu_xid_events"})
 
 
 # fmt: off
@@ -102,6 +102,8 @@ _SPECS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("torchprobe_gpu_memory_used_bytes", "GPU memory in use on the app's device.",
      ("device", "name")),
     ("torchprobe_gpu_memory_total_bytes", "GPU memory of the app's device.", ("device", "name")),
+    ("torchprobe_gpu_xid_events", "GPU events (Xid, or double_bit_ecc, single_bit_ecc, gpu_lost) "
+     "on the app's GPUs since its monitor started.", ("gpu", "xid")),
 )
 # fmt: on
 
@@ -129,6 +131,7 @@ def health_document(state: dict[str, Any], kind: Kind) -> tuple[int, dict[str, A
         ],
         "busy": state.get("busy"),
         "gpu": state.get("gpu"),
+        "xid": state.get("xid"),
         "last_round": state.get("last_round"),
         "pid": os.getpid(),  # the process that answered, not the one that wrote the state
         "torchprobe_version": __version__,
@@ -171,6 +174,13 @@ def families(states: Sequence[dict[str, Any]], by_pid: bool) -> list[Family]:
             where = (str(gpu.get("device") or ""), str(gpu.get("name") or ""))
             add("torchprobe_gpu_memory_used_bytes", gpu.get("memory_used") or 0, *where)
             add("torchprobe_gpu_memory_total_bytes", gpu.get("memory_total") or 0, *where)
+        xid = state.get("xid")
+        counts = xid.get("counts") if isinstance(xid, dict) else None
+        for count in counts if isinstance(counts, list) else []:
+            number = count.get("count") if isinstance(count, dict) else None
+            if not isinstance(number, (int, float)) or isinstance(number, bool):
+                continue  # another worker's file, damaged: the status-file check says so
+            add("torchprobe_gpu_xid_events", number, str(count.get("gpu")), str(count.get("xid")))
     return list(out.values())
 
 

@@ -76,7 +76,8 @@ def problems(sections: Mapping[str, Any]) -> list[Problem]:
         if gpu.get("status") != "ok":
             add(hints.not_read(label, gpu.get("status", "failed"), str(gpu.get("message", ""))))
             continue
-        lost = hints.gpu_lost(label, gpu.get("lost") or gpu.get("error"))
+        error = str(gpu.get("error") or "").removeprefix("error: ") or None
+        lost = hints.gpu_lost(label, gpu.get("lost") or error)
         if lost:
             add(lost)
         elif gpu.get("error"):

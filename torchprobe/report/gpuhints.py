@@ -30,6 +30,12 @@ def gpu_lost(label: str, error: str | None) -> Problem | None:
             f"{label} needs a reset (NVML_ERROR_RESET_REQUIRED)",
             "drain the node and reset the GPU (`nvidia-smi -r`) or reboot",
         )
+    if error == "NVML_ERROR_UNKNOWN":  # see hints.nvml_start
+        return Problem(
+            f"{label}: NVML answers Unknown Error (in a container: it lost its GPU access, "
+            "as a host's `systemctl daemon-reload` does)",
+            "restart the container (a new one gets its GPU back)",
+        )
     return None
 
 

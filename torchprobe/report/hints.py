@@ -236,6 +236,14 @@ _NVML_START = {
         "reboot after a driver upgrade, or remove a libnvidia-ml.so.1 baked into the image "
         "(the container runtime mounts the host's)",
     ),
+    # A host's `systemctl daemon-reload` revokes a running container's device
+    # cgroup access to /dev/nvidia*; NVML then answers Unknown Error
+    # (nvidia-container-toolkit #48, #1227).
+    "NVML_ERROR_UNKNOWN": (
+        "NVML answers Unknown Error: inside a container this is how it looks once the "
+        "container lost its GPU access (the host ran `systemctl daemon-reload`)",
+        f"restart the container (a new one gets its GPU back); on a host, see {HOST_LOGS}",
+    ),
     "not installed": (
         "the NVML binding (nvidia-ml-py) is not installed",
         "pip install nvidia-ml-py",

@@ -5,7 +5,8 @@ It uses all three ASGI pieces: :func:`routes` at ``/health``, ``/ready`` and
 :class:`TorchprobeMiddleware`. The routes under ``/_test/`` stand in for what a
 real app's model loading and inference do to the monitor. Configured by
 environment: ``TP_INTERVAL``, ``TP_MAX_BUSY`` and ``TP_STATUS_DIR`` as in
-tp_flask_app.py.
+tp_flask_app.py, and ``TP_DEVICE``, the app's device (``cuda:0`` with the fake
+NVML of tests/fakes: the Xid watch starts).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ monitor = Monitor(
     interval=float(os.environ.get("TP_INTERVAL", "0.25")),
     max_busy=float(os.environ.get("TP_MAX_BUSY", "1")),
     status_dir=os.environ.get("TP_STATUS_DIR") or False,
+    device=os.environ.get("TP_DEVICE") or None,
 )
 PROBE = health_app(monitor, health_path="/livez", ready_path="/readyz", metrics_path="/prom")
 _release = asyncio.Event()

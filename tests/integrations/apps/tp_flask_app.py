@@ -8,6 +8,8 @@ inference do to the monitor. Configured by environment:
 - ``TP_PATHS``: ``health,ready,metrics`` paths (default ``/health,/ready,/metrics``).
 - ``TP_AGGREGATE=1``: ``/metrics`` reports every worker from the status directory.
 - ``TP_NO_PROMETHEUS=1``: behave as if prometheus_client were not installed.
+- ``TP_DEVICE``: the app's device (``cuda:0`` with the fake NVML of tests/fakes:
+  the Xid watch starts).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ monitor = Monitor(
     interval=float(os.environ.get("TP_INTERVAL", "0.25")),
     max_busy=float(os.environ.get("TP_MAX_BUSY", "1")),
     status_dir=os.environ.get("TP_STATUS_DIR") or False,
+    device=os.environ.get("TP_DEVICE") or None,
 )
 PATHS = os.environ.get("TP_PATHS", "/health,/ready,/metrics")
 health_path, ready_path, metrics_path = PATHS.split(",")

@@ -1,0 +1,198 @@
+"""The Xid watch: critical GPU events as NVML delivers them, in a thread.
+
+NVML tells a process that holds an event set about each critical Xid
+(``nvmlEventTypeXidCriticalError``) and, where the GPU supports them, each
+double- and single-bit ECC error, as they happen. Only a long-lived process
+can hold one: the in-process monitor does, inside the container and without
+privileges (the kernel log, where Xids are also written, needs root).
+
+The watch knows nothing of the monitor: :meth:`XidWatch.run` blocks in the
+thread that calls it (the monitor gives it a daemon thread of its own) and
+calls ``on_event`` with each :class:`GpuEvent` and ``on_state`` when its state
+changes, so any long-running process (a sidecar, in a worker process of its
+own) can host it. The wait is ``nvmlEventSetWait_v2`` with a short timeout,
+through ctypes, which releases the GIL for the call: a request never waits
+for it. ``pynvml`` is imported in the thread, never at import.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["GpuEvent", "XidWatch", "watch_targets"]
+
+# nvml.h's event type bits and error codes.
+_SBE, _DBE, _XID = 0x1, 0x2, 0x8
+_NOT_SUPPORTED, _NO_PERMISSION, _TIMEOUT, _GPU_IS_LOST = 3, 4, 10, 15
+_KINDS = {_XID: "xid", _DBE: "double_bit_ecc", _SBE: "single_bit_ecc"}
+#: How long one wait lasts (ms): how soon stop() is seen.
+WAIT_MS = 500
+
+
+@dataclass(frozen=True)
+class GpuEvent:
+    """One event: ``kind`` is "xid" (with ``xid``), "double_bit_ecc",
+    "single_bit_ecc", or "gpu_lost" (the wait itself said the GPU is gone)."""
+
+    uuid: str
+    kind: str
+    xid: int | None
+    at: float
+
+
+def watch_targets(device: str, environ: os._Environ[str] | dict[str, str]) -> list[str]:
+    """The NVML target (a UUID, else an NVML index) of a torch device name.
+
+    NVML ignores ``CUDA_VISIBLE_DEVICES`` and numbers GPUs in PCI order, so
+    ``cuda:N`` is the N-th entry of that variable where it is set: a UUID
+    there is exact; an index there is NVML's too when CUDA_DEVICE_ORDER is
+    PCI_BUS_ID (CUDA's own default order, fastest first, matches it on a node
+    of identical GPUs). Where torch has already initialised CUDA, its own
+    UUID of the device is used instead, which is exact.
+    """
+    _, _, rest = device.partition(":")
+    index = int(rest) if rest.isdigit() else 0
+    uuid = _torch_uuid(index)
+    if uuid:
+        return [uuid]
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return [str(index)]
+    entries = [e.strip() for e in visible.split(",") if e.strip()]
+    return [entries[index]] if index < len(entries) else []
+
+
+def _torch_uuid(index: int) -> str | None:
+    import sys
+
+    torch = sys.modules.get("torch")  # only a torch the app already loaded
+    cuda = getattr(torch, "cuda", None)
+    try:
+        if cuda is None or not cuda.is_initialized():
+            return None
+        uuid = str(cuda.get_device_properties(index).uuid)
+    except Exception:  # noqa: BLE001 - any failure: fall back to the variable
+        return None
+    return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+
+
+class XidWatch:
+    """Watch ``targets`` (GPU-/MIG- UUIDs or NVML indexes); see the module."""
+
+    def __init__(
+        self,
+        targets: Sequence[str],
+        on_event: Callable[[GpuEvent], None],
+        on_state: Callable[[str, str | None], None],
+        wait_ms: int = WAIT_MS,
+    ) -> None:
+        self.targets = list(targets)
+        self.on_event = on_event
+        self.on_state = on_state
+        self.wait_ms = wait_ms
+        self._stop = threading.Event()
+        #: The UUIDs of the GPUs registered, once the watch is "watching".
+        self.watched: list[str] = []
+
+    def stop(self) -> None:
+        """Ends the wait loop within one wait (``wait_ms``)."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """The watch, in the calling thread, until :meth:`stop`."""
+        try:
+            import pynvml as nvml
+        except ImportError:
+            self.on_state("unsupported", "nvidia-ml-py is not installed")
+            return
+        try:
+            nvml.nvmlInit()
+        except nvml.NVMLError as exc:
+            self.on_state("unsupported", f"NVML did not start: {_name(nvml, exc)}")
+            return
+        try:
+            self._watch(nvml)
+        except nvml.NVMLError as exc:
+            self.on_state("failed", f"the event set failed: {_name(nvml, exc)}")
+        finally:
+            try:
+                nvml.nvmlShutdown()
+            except nvml.NVMLError:
+                pass  # nothing is left to read
+
+    def _watch(self, nvml: Any) -> None:
+        events = nvml.nvmlEventSetCreate()
+        try:
+            watched, skipped = self._register(nvml, events)
+            if not watched:
+                self.on_state("unsupported", "; ".join(skipped) or "no GPU to watch")
+                return
+            self.watched = watched
+            self.on_state("watching", "; ".join(skipped) or None)
+            self._loop(nvml, events, watched)
+        finally:
+            try:
+                nvml.nvmlEventSetFree(events)
+            except nvml.NVMLError:
+                pass  # NVML frees it at shutdown anyway
+
+    def _register(self, nvml: Any, events: Any) -> tuple[list[str], list[str]]:
+        watched: list[str] = []
+        skipped: list[str] = []
+        for target in self.targets:
+            try:
+                if target.isdigit():
+                    handle = nvml.nvmlDeviceGetHandleByIndex(int(target))
+                else:
+                    handle = nvml.nvmlDeviceGetHandleByUUID(target)
+                uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+                supported = int(nvml.nvmlDeviceGetSupportedEventTypes(handle))
+                if not supported & _XID:
+                    skipped.append(f"{uuid}: no Xid events on this GPU")
+                    continue
+                nvml.nvmlDeviceRegisterEvents(handle, supported & (_XID | _DBE | _SBE), events)
+            except nvml.NVMLError as exc:
+                why = {_NOT_SUPPORTED: "event sets not supported (a MIG slice, or this GPU)",
+                       _NO_PERMISSION: "no permission for event sets"}.get(exc.value)  # fmt: skip
+                skipped.append(f"{target}: {why or _name(nvml, exc)}")
+                continue
+            watched.append(uuid)
+        return watched, skipped
+
+    def _loop(self, nvml: Any, events: Any, watched: list[str]) -> None:
+        while not self._stop.is_set():
+            try:
+                data = nvml.nvmlEventSetWait_v2(events, self.wait_ms)
+            except nvml.NVMLError as exc:
+                if exc.value == _TIMEOUT:
+                    continue
+                if exc.value == _GPU_IS_LOST:
+                    where = watched[0] if len(watched) == 1 else " or ".join(watched)
+                    self.on_event(GpuEvent(where, "gpu_lost", None, time.time()))
+                    self.on_state("failed", "the GPU was lost during the wait")
+                    return
+                raise
+            kind = _KINDS.get(int(data.eventType) & (_XID | _DBE | _SBE))
+            if kind is None:
+                continue
+            try:
+                uuid = _text(nvml.nvmlDeviceGetUUID(data.device))
+            except nvml.NVMLError:
+                uuid = watched[0] if len(watched) == 1 else "a watched GPU"
+            xid = int(data.eventData) if kind == "xid" else None
+            self.on_event(GpuEvent(uuid, kind, xid, time.time()))
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _name(nvml: Any, exc: Any) -> str:
+    from .report.nvmlinfo import error_name
+
+    return error_name(nvml, int(exc.value))
