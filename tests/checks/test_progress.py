@@ -398,9 +398,9 @@ def exporter() -> Iterator[tuple[str, Gauge, Counter]]:
 def test_progress_with_label_matchers(env: dict[str, str], exporter: tuple[str, Gauge, Counter]
                                       ) -> None:  # fmt: skip
     url, _, done = exporter
-    # Commas inside {} escaped as \, so that they never start a new option.
-    pending = 'nv_inference_pending_request_count{model="m"\\,version="1"}'
-    done_ = 'nv_inference_exec_count{model="m"\\,version="1"}'
+    # Commas inside {} never start a new option: no escaping.
+    pending = 'nv_inference_pending_request_count{model="m",version="1"}'
+    done_ = 'nv_inference_exec_count{model="m",version="1"}'
     token = f"progress:url={url},pending={pending},done={done_},stall=1s"
     rc, out, _ = probe(env, token)
     assert rc == 0 and "first reading (3 nv_inference_pending_request_count)" in out, out
