@@ -17,6 +17,7 @@ Needs flask, gunicorn and PyYAML (skipped without them, a failure under CI=true)
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
@@ -498,7 +499,25 @@ def test_model_still_loading_is_live_but_not_ready(
         reply = service.request("/predict", {"inputs": CENTRES})
         assert (reply.status, reply.json) == (503, {"error": "model loading"})
     finally:
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # let the loader end
+        release_fifo(fifo)
+
+
+def release_fifo(fifo: Path) -> None:
+    """Let a loader blocked in open(fifo) go on.
+
+    A worker reports "loading" just before it opens the file, so the writer may
+    come first: a non-blocking open for writing then fails with ENXIO (no
+    reader yet). Retry until the reader is there; if it never comes, the
+    fixture's SIGTERM/SIGKILL of the process group ends it anyway.
+    """
+    for _ in range(200):
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            return
+        except OSError as err:
+            if err.errno != errno.ENXIO:
+                raise
+            time.sleep(0.05)
 
 
 def test_sticky_cuda_error_in_one_worker_fails_only_that_worker(
