@@ -219,7 +219,7 @@ def main() -> None:
     """The console script's ``torchprobe`` (and ``python -m torchprobe``)."""
     global _owner
     _owner = True
-    from .cli import main as command_main
+    from torchprobe.cli import main as command_main
 
     command_main()
 

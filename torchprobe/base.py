@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
-from .options import text
+from torchprobe.options import text
 
 __all__ = [
     "Check",

@@ -20,9 +20,9 @@ from typing import Any, NoReturn, TypeVar  # noqa: E402
 
 import click  # noqa: E402
 
-from . import __version__  # noqa: E402
-from .base import Interrupted, UsageError  # noqa: E402
-from .options import duration  # noqa: E402
+from torchprobe import __version__  # noqa: E402
+from torchprobe.base import Interrupted, UsageError  # noqa: E402
+from torchprobe.options import duration  # noqa: E402
 
 F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ("text", "json", "prometheus")
@@ -249,19 +249,19 @@ def command(
         return ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
 
     if list_:
-        from .listing import entries, render_list
+        from torchprobe.listing import entries, render_list
 
         render_list(entries(), sys.stdout, fmt)
         return 0
     if report:
-        from .report import run_report
+        from torchprobe.report import run_report
 
         code: int = run_report(
             fmt, timeout if given("timeout") else REPORT_TIMEOUT, verbose, sys.stdout
         )
         return code
-    from .session import choose_checks, run_rounds
-    from .session import dry_run as show_plan
+    from torchprobe.session import choose_checks, run_rounds
+    from torchprobe.session import dry_run as show_plan
 
     from_flag = ctx.get_parameter_source("profile") is click.core.ParameterSource.COMMANDLINE
     source = choose_checks(checks, profile, from_flag, config, os.environ)
@@ -275,21 +275,21 @@ def command(
         return 0
     policy = None
     if restart_after is not None:
-        from .restart import RestartPolicy
+        from torchprobe.restart import RestartPolicy
 
         policy = RestartPolicy.from_options(restart_after, restart_signal, restart_pid,
                                             restart_force, os.environ)  # fmt: skip
         if policy is not None:
-            from .plan import plan
+            from torchprobe.plan import plan
 
             policy.refuse_readiness(plan(source.tokens, os.environ))
 
-    from .renderers import render
+    from torchprobe.renderers import render
 
     result = run_rounds(source.tokens, timeout, _STARTED, wait, wait_interval,
                         liveness_only=policy is not None)  # fmt: skip
     lost = _write_report(lambda: render(result, sys.stdout, fmt, quiet=quiet, verbose=verbose))
-    from . import _entry
+    from torchprobe import _entry
 
     # The verdict is out: from here a signal ends the process with it.
     _entry.decide(1 if lost else result.exit_code)
@@ -297,11 +297,11 @@ def command(
     # costs this run its line, never its deadline.
     until = _STARTED + (wait or timeout)
     if log_file:
-        from .history import append_log
+        from torchprobe.history import append_log
 
         append_log(log_file, result, _note, until)
     if prometheus_textfile:
-        from .history import write_textfile
+        from torchprobe.history import write_textfile
 
         write_textfile(prometheus_textfile, result, _note)
     if policy is not None and wait is None:
@@ -340,7 +340,7 @@ def _make_note(log_file: str | None, until: float) -> Any:
         return _note
 
     def note(message: str) -> None:
-        from .history import append_event
+        from torchprobe.history import append_event
 
         _note(message)
         append_event(log_file, "restart", message, lambda _: None, until)
@@ -364,7 +364,7 @@ def _terminal_width() -> int:
 
 
 def _fail(message: str) -> int:
-    from . import _entry
+    from torchprobe import _entry
 
     _entry.decide(1)
     _entry.say(f"torchprobe: {message}")
@@ -372,8 +372,8 @@ def _fail(message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    from . import _entry
-    from .scrub import install
+    from torchprobe import _entry
+    from torchprobe.scrub import install
 
     _entry.install()
     install()  # every byte on stdout and stderr from here on passes the scrubber
@@ -430,13 +430,13 @@ def _internal(exc: Exception) -> int:
         import traceback
 
         traceback.print_exc()
-    from .runner import describe_exception
+    from torchprobe.runner import describe_exception
 
     return _fail(f"internal error: {describe_exception(exc)}")
 
 
 def _run(argv: list[str] | None) -> int:
-    from . import _entry
+    from torchprobe import _entry
 
     # A signal raises Interrupted only within this call, which main() catches.
     _entry.running(_interrupt, Interrupted)

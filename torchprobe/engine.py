@@ -30,11 +30,11 @@ import threading
 import time
 from typing import Any
 
-from . import _reap, scrub
-from .base import Interrupted, Outcome, Status, UsageError
-from .plan import Planned, plan
-from .results import Result, distinct_names
-from .runner import execute
+from torchprobe import _reap, scrub
+from torchprobe.base import Interrupted, Outcome, Status, UsageError
+from torchprobe.plan import Planned, plan
+from torchprobe.results import Result, distinct_names
+from torchprobe.runner import execute
 
 __all__ = ["Interrupted", "Planned", "plan", "run"]
 
@@ -163,7 +163,7 @@ class _Run:
                 pass
 
     def _spawn(self, key: str, members: list[Planned]) -> None:
-        from .workerproc import Janitor, WorkerProcess
+        from torchprobe.workerproc import Janitor, WorkerProcess
 
         job = [
             {"index": p.index, "check": p.occurrence.check, "token": p.occurrence.text,
@@ -299,7 +299,7 @@ class _Run:
 
     def _worker_ended(self, worker: Any, crashed: bool, reason: str = "") -> None:
         """A worker is gone: fail the check it was running, restart the rest."""
-        from .workerproc import describe_exit
+        from torchprobe.workerproc import describe_exit
 
         in_flight = worker.current is not None
         if worker.current is not None:

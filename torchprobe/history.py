@@ -14,10 +14,10 @@ import io
 import os
 from collections.abc import Callable
 
-from .jsonout import dumps
-from .results import Report
-from .safeio import open_locked, open_own, replace_atomically, write_all
-from .scrub import clean, clip
+from torchprobe.jsonout import dumps
+from torchprobe.results import Report
+from torchprobe.safeio import open_locked, open_own, replace_atomically, write_all
+from torchprobe.scrub import clean, clip
 
 __all__ = ["LOG_KEEP", "LOG_MAX_BYTES", "append_event", "append_log", "write_textfile"]
 
@@ -97,7 +97,7 @@ def _append(path: str, text: str, note: Callable[[str], None], until: float) -> 
 def write_textfile(path: str, report: Report, note: Callable[[str], None]) -> None:
     """Write the Prometheus exposition atomically, so a collector never reads
     half a file."""
-    from .renderers.prometheus import render_prometheus
+    from torchprobe.renderers.prometheus import render_prometheus
 
     buffer = io.StringIO()
     render_prometheus(report, buffer)

@@ -18,7 +18,7 @@ import json
 import math
 from typing import Any
 
-from .scrub import clean_tree
+from torchprobe.scrub import clean_tree
 
 __all__ = ["dumps", "finite"]
 

@@ -12,8 +12,8 @@ import subprocess
 import sys
 from typing import Any, TextIO
 
-from .base import Check
-from .spec import UNIVERSAL
+from torchprobe.base import Check
+from torchprobe.spec import UNIVERSAL
 
 __all__ = ["describe", "entries", "render_list"]
 
@@ -54,7 +54,7 @@ def describe(cls: type[Check], source: str) -> dict[str, Any]:
 
 
 def entries() -> list[dict[str, Any]]:
-    from . import registry
+    from torchprobe import registry
 
     found = [describe(registry.load(ref), "built-in") for ref in registry.BUILTIN.values()]
     plugins = registry.plugins()
@@ -110,7 +110,7 @@ def _describe_plugins(plugins: dict[str, str]) -> list[dict[str, Any]]:
 def render_list(found: list[dict[str, Any]], fp: TextIO, fmt: str) -> None:
     if fmt == "json":
         universal = [{"key": o.key, "type": o.type_name, "help": o.help} for o in UNIVERSAL]
-        from .jsonout import dumps
+        from torchprobe.jsonout import dumps
 
         fp.write(dumps({"universal_options": universal, "checks": found}, indent=2))
         fp.write("\n")

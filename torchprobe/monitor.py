@@ -36,13 +36,13 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import __version__
-from .base import Check, Status, UsageError
-from .statusdir import pid_start
-from .statuswriter import StatusWriter
-from .sticky import StickyError, classify, classify_text
-from .xidstate import XidState
-from .xidwatch import GpuEvent, XidWatch, watch_targets
+from torchprobe import __version__
+from torchprobe.base import Check, Status, UsageError
+from torchprobe.statusdir import pid_start
+from torchprobe.statuswriter import StatusWriter
+from torchprobe.sticky import StickyError, classify, classify_text
+from torchprobe.xidstate import XidState
+from torchprobe.xidwatch import GpuEvent, XidWatch, watch_targets
 
 if TYPE_CHECKING:
     import asyncio
@@ -417,15 +417,15 @@ class Monitor:
 
     # -- the thread --------------------------------------------------------------------
     def _build(self, specs: Sequence[str]) -> list[Check]:
-        from .plan import plan
+        from torchprobe.plan import plan
 
         planned = plan(specs, os.environ)
         built: list[Check] = []
         for p in planned:
             instance = p.instance
             if instance is None:  # a plugin: parsed against its own declarations now
-                from .plan import instantiate
-                from .plugins import load_plugin
+                from torchprobe.plan import instantiate
+                from torchprobe.plugins import load_plugin
 
                 cls = load_plugin(p.occurrence.check, p.reference)
                 instance, _ = instantiate(cls, p.occurrence.text, os.environ)
@@ -516,7 +516,7 @@ class Monitor:
         self._publish()
 
     def _round(self) -> None:
-        from .runner import capture, execute
+        from torchprobe.runner import capture, execute
 
         try:
             if self._checks is None:

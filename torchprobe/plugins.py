@@ -28,9 +28,9 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .base import Check, Option, Outcome
-from .options import text
-from .registry import load
+from torchprobe.base import Check, Option, Outcome
+from torchprobe.options import text
+from torchprobe.registry import load
 
 __all__ = ["load_plugin", "function_check"]
 

@@ -23,8 +23,8 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
-from .statedir import STATE_ENV, default_state_dir, lock_file, process_life, read_all
-from .statusdir import replace_atomically
+from torchprobe.statedir import STATE_ENV, default_state_dir, lock_file, process_life, read_all
+from torchprobe.statusdir import replace_atomically
 
 __all__ = ["FileStore", "MemoryStore", "StateError", "StateStore", "state_name"]
 

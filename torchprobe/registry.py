@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .base import Check
+from torchprobe.base import Check
 
 __all__ = ["BUILTIN", "GROUP", "DEFAULT_SET", "builtin", "load", "plugins", "reset"]
 

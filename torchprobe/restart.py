@@ -28,8 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .base import Interrupted, UsageError
-from .statedir import (  # noqa: F401 - LOCK_WAIT, RUN_DIR: still read as restart.*
+from torchprobe.base import Interrupted, UsageError
+from torchprobe.statedir import (  # noqa: F401 - LOCK_WAIT, RUN_DIR: still read as restart.*
     LOCK_WAIT,
     RUN_DIR,
     STATE_ENV,
@@ -38,11 +38,11 @@ from .statedir import (  # noqa: F401 - LOCK_WAIT, RUN_DIR: still read as restar
     process_life,
     read_all,
 )
-from .statedir import read_text as _read
-from .statusdir import replace_atomically
+from torchprobe.statedir import read_text as _read
+from torchprobe.statusdir import replace_atomically
 
 if TYPE_CHECKING:
-    from .plan import Planned
+    from torchprobe.plan import Planned
 
 __all__ = ["STATE_ENV", "RestartPolicy", "in_container", "process_life"]
 
@@ -148,7 +148,7 @@ class RestartPolicy:
         Each check says so itself (:meth:`Check.checks_readiness`). A plugin's
         code is never imported here: its worker asks it, and refuses before
         any check in that worker runs (see the engine's ``liveness_only``)."""
-        from .plan import readiness_refused
+        from torchprobe.plan import readiness_refused
 
         for p in planned:
             if p.readiness and p.instance is not None:

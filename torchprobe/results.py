@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Status
+from torchprobe.base import Status
 
 __all__ = ["Report", "Result", "distinct_names"]
 

@@ -11,8 +11,8 @@ import traceback
 from collections.abc import Iterable
 from typing import Any
 
-from .base import Check, CheckFailed, CheckSkipped, Outcome, Status
-from .scrub import clip
+from torchprobe.base import Check, CheckFailed, CheckSkipped, Outcome, Status
+from torchprobe.scrub import clip
 
 __all__ = ["capture", "describe_exception", "error_details", "execute", "normalize"]
 

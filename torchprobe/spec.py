@@ -28,9 +28,9 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .base import Option, UsageError
-from .options import duration, text
-from .scrub import register
+from torchprobe.base import Option, UsageError
+from torchprobe.options import duration, text
+from torchprobe.scrub import register
 
 __all__ = [
     "Occurrence", "format_check", "format_option", "parse_occurrence", "split_name", "UNIVERSAL",

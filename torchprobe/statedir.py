@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 
-from .safeio import STATE_CAP, open_locked, read_fd
+from torchprobe.safeio import STATE_CAP, open_locked, read_fd
 
 __all__ = [
     "LOCK_WAIT",

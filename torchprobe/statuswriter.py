@@ -16,7 +16,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .statusdir import configured_status_dir, remove_quietly, resolve_status_dir, write_atomically
+from torchprobe.statusdir import (
+    configured_status_dir,
+    remove_quietly,
+    resolve_status_dir,
+    write_atomically,
+)
 
 __all__ = ["StatusWriter"]
 

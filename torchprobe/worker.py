@@ -23,10 +23,10 @@ import threading
 import time
 from typing import IO, Any
 
-from . import scrub
-from .base import Check, UsageError
-from .plan import instantiate, readiness_refused
-from .runner import capture, describe_exception, execute
+from torchprobe import scrub
+from torchprobe.base import Check, UsageError
+from torchprobe.plan import instantiate, readiness_refused
+from torchprobe.runner import capture, describe_exception, execute
 
 PR_SET_PDEATHSIG = 1
 
@@ -71,10 +71,10 @@ class _Channel:
 
 def _load(item: dict[str, Any]) -> type[Check]:
     if item["plugin"]:
-        from .plugins import load_plugin
+        from torchprobe.plugins import load_plugin
 
         return load_plugin(item["check"], item["ref"])
-    from .registry import load
+    from torchprobe.registry import load
 
     loaded: type[Check] = load(item["ref"])
     return loaded
@@ -120,8 +120,8 @@ def _readiness(check: Check) -> bool | None:
 
 def describe_plugins() -> int:
     """``--describe``: the ``--list`` entries of the plugins named on stdin."""
-    from .listing import describe
-    from .plugins import load_plugin
+    from torchprobe.listing import describe
+    from torchprobe.plugins import load_plugin
 
     plugins: dict[str, str] = json.loads(sys.stdin.read() or "{}")
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from typing import Any
 
-from ._reap import MARK
+from torchprobe._reap import MARK
 
 __all__ = ["Janitor", "WorkerProcess", "describe_exit"]
 

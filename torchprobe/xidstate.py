@@ -9,8 +9,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from .xid import DRAIN, RESET, Policy, Rule, describe, rule
-from .xidwatch import GpuEvent
+from torchprobe.xid import DRAIN, RESET, Policy, Rule, describe, rule
+from torchprobe.xidwatch import GpuEvent
 
 __all__ = ["XidState", "event_label"]
 

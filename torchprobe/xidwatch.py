@@ -193,6 +193,6 @@ def _text(value: Any) -> str:
 
 
 def _name(nvml: Any, exc: Any) -> str:
-    from .report.nvmlinfo import error_name
+    from torchprobe.report.nvmlinfo import error_name
 
     return error_name(nvml, int(exc.value))

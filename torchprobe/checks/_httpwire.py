@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from ..scrub import clean, clip
-from .tcp import Deadline, WireError, connect, hostport
+from torchprobe.checks.tcp import Deadline, WireError, connect, hostport
+from torchprobe.scrub import clean, clip
 
 if TYPE_CHECKING:
     import socket

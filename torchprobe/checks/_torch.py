@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..base import CheckFailed
+from torchprobe.base import CheckFailed
 
 __all__ = [
     "build_info",

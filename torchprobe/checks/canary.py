@@ -22,10 +22,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..base import CheckFailed, Option, UsageError
-from ..options import text
-from ..safeio import read_regular
-from .http import _JsonOption, json_mismatch
+from torchprobe.base import CheckFailed, Option, UsageError
+from torchprobe.checks.http import _JsonOption, json_mismatch
+from torchprobe.options import text
+from torchprobe.safeio import read_regular
 
 __all__ = ["BODY_MAX", "Body", "CANARY_OPTIONS", "read_body"]
 

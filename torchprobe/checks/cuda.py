@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..base import Check, CheckFailed, Option, Outcome, failed, passed
-from ..options import choice, integer
-from ._torch import build_info, describe_cuda_error, import_torch, nvml_reading
+from torchprobe.base import Check, CheckFailed, Option, Outcome, failed, passed
+from torchprobe.checks._torch import build_info, describe_cuda_error, import_torch, nvml_reading
+from torchprobe.options import choice, integer
 
 __all__ = ["CudaCheck"]
 
@@ -53,7 +53,7 @@ class CudaCheck(Check):
 
     def run(self) -> Outcome | list[Outcome]:
         if self.backend == "driver":
-            from .cudaprobe import run_driver
+            from torchprobe.checks.cudaprobe import run_driver
 
             return run_driver(self.min_devices)
         torch = self.torch
@@ -146,8 +146,8 @@ def _driver_version(torch: Any) -> str | None:
 def _hints(info: dict[str, Any]) -> str:
     """The diagnostics report's hints that explain a CUDA failure: missing
     device nodes, or a torch built for a newer CUDA than the driver runs."""
-    from ..report import host
-    from ..report.hints import device_nodes, driver_cuda
+    from torchprobe.report import host
+    from torchprobe.report.hints import device_nodes, driver_cuda
 
     problems = device_nodes(host.device_nodes(), bool(host.container()["in_container"]))
     mismatch = driver_cuda(info.get("cuda"), _driver_cuda_version())

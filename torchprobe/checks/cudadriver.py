@@ -19,7 +19,7 @@ import ctypes
 import time
 from typing import Any
 
-from .curesult import STICKY, meaning_of, name_of
+from torchprobe.checks.curesult import STICKY, meaning_of, name_of
 
 __all__ = ["LIBRARY", "PTX", "CudaCallFailed", "Driver", "expected", "probe_device"]
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..base import CheckFailed, Outcome, failed, passed
-from .cudadriver import LIBRARY, CudaCallFailed, Driver, probe_device
+from torchprobe.base import CheckFailed, Outcome, failed, passed
+from torchprobe.checks.cudadriver import LIBRARY, CudaCallFailed, Driver, probe_device
 
 __all__ = ["run_driver"]
 
@@ -110,8 +110,8 @@ def _failure(exc: CudaCallFailed, where: str | None) -> str:
 
 
 def _reset() -> str:
-    from ..report.hints import gpu_lost
-    from ..report.problem import HOST_LOGS
+    from torchprobe.report.hints import gpu_lost
+    from torchprobe.report.problem import HOST_LOGS
 
     problem = gpu_lost("", "NVML_ERROR_RESET_REQUIRED")
     assert problem is not None
@@ -125,7 +125,7 @@ def _missing(exc: AttributeError) -> str:
 
 def _no_library(error: str) -> str:
     """No libcuda: the report's words for it, and why the GPU is missing."""
-    from ..report.hints import libraries
+    from torchprobe.report.hints import libraries
 
     problems = libraries({LIBRARY: {"loaded": False, "error": " ".join(error.split())[:200]}},
                          None)  # fmt: skip
@@ -139,8 +139,8 @@ def _no_library(error: str) -> str:
 
 def _host_hints() -> str:
     """The report's device-node hints: a container started without GPU access."""
-    from ..report import host
-    from ..report.hints import device_nodes
+    from torchprobe.report import host
+    from torchprobe.report.hints import device_nodes
 
     problems = device_nodes(host.device_nodes(), bool(host.container()["in_container"]))
     return "".join(f"; {p.what} — {p.hint}" for p in problems[:2])

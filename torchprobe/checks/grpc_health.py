@@ -18,11 +18,11 @@ import threading
 import time
 from typing import Any
 
-from ..base import Check, CheckFailed, Option, Outcome, UsageError, passed
-from ..options import boolean, duration, text
-from ..scrub import clip
-from .http import _HeaderOption
-from .tcp import _address, hostport, seconds
+from torchprobe.base import Check, CheckFailed, Option, Outcome, UsageError, passed
+from torchprobe.checks.http import _HeaderOption
+from torchprobe.checks.tcp import _address, hostport, seconds
+from torchprobe.options import boolean, duration, text
+from torchprobe.scrub import clip
 
 __all__ = ["GrpcHealthCheck", "decode_status", "encode_request"]
 
@@ -85,7 +85,7 @@ def _read_varint(data: bytes, i: int) -> tuple[int, int]:
 
 
 def _read_file(option: str, path: str) -> bytes:
-    from ..safeio import TLS_FILE_CAP, read_regular
+    from torchprobe.safeio import TLS_FILE_CAP, read_regular
 
     try:
         return read_regular(path, TLS_FILE_CAP)

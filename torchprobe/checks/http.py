@@ -13,14 +13,14 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..base import Check, CheckFailed, Option, Outcome, UsageError, passed
-from ..options import boolean, choice, text
-from ..scrub import clip, register_basic
-from ._httpwire import BODY_LIMIT
-from .tcp import Deadline, hostport, split_hostport
+from torchprobe.base import Check, CheckFailed, Option, Outcome, UsageError, passed
+from torchprobe.checks._httpwire import BODY_LIMIT
+from torchprobe.checks.tcp import Deadline, hostport, split_hostport
+from torchprobe.options import boolean, choice, text
+from torchprobe.scrub import clip, register_basic
 
 if TYPE_CHECKING:
-    from ._httpwire import Response
+    from torchprobe.checks._httpwire import Response
 
 __all__ = [
     "HttpCheck",
@@ -356,7 +356,7 @@ def exchange(
     kept off other origins. A failure to get any response raises ``CheckFailed``
     whose message and details never carry the URL's credentials.
     """
-    from . import _httpwire as wire
+    from torchprobe.checks import _httpwire as wire
 
     start = time.monotonic()
     current, hops = url, 0
@@ -415,7 +415,7 @@ def _timing(start: float, hops: int) -> dict[str, Any]:
 def _request_headers(
     original: Url, url: Url, given: Sequence[tuple[str, str]]
 ) -> list[tuple[str, str]]:
-    from .. import __version__
+    from torchprobe import __version__
 
     headers = [
         ("Host", url.authority(omit_default_port=True)),
@@ -468,7 +468,7 @@ def json_body(response: Response) -> Any:
     try:
         return json.loads(response.body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        from ._httpwire import preview
+        from torchprobe.checks._httpwire import preview
 
         raise ValueError(f"the body is not JSON: {preview(response.body, 40)}") from None
 

@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ..base import Outcome, failed, passed
+from torchprobe.base import Outcome, failed, passed
 
 __all__ = ["DTYPES", "MAX_SIZE", "MIN_SIZE", "SEED", "defaults", "tolerance", "verify"]
 

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from ..base import Check, CheckFailed, Option, Outcome, failed, passed
-from ..options import listof, number
+from torchprobe.base import Check, CheckFailed, Option, Outcome, failed, passed
+from torchprobe.options import listof, number
 
 __all__ = ["NvmlCheck"]
 

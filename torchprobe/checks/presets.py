@@ -11,15 +11,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..base import CheckFailed, Option, Outcome, UsageError
-from ..options import boolean, choice, text
-from ..scrub import clip
-from .canary import CANARY_OPTIONS
-from .http import Reply, Url
-from .progress import Watch
-from .promtext import parse_selector
-from .server import Endpoint, ServerCheck, _BaseUrl, infer_endpoint, need, server_options
-from .stall import NoMetrics, ServerMetrics
+from torchprobe.base import CheckFailed, Option, Outcome, UsageError
+from torchprobe.checks.canary import CANARY_OPTIONS
+from torchprobe.checks.http import Reply, Url
+from torchprobe.checks.progress import Watch
+from torchprobe.checks.promtext import parse_selector
+from torchprobe.checks.server import (
+    Endpoint,
+    ServerCheck,
+    _BaseUrl,
+    infer_endpoint,
+    need,
+    server_options,
+)
+from torchprobe.checks.stall import NoMetrics, ServerMetrics
+from torchprobe.options import boolean, choice, text
+from torchprobe.scrub import clip
 
 __all__ = [
     "BentoML",
@@ -140,7 +147,7 @@ class TorchServe(ServerCheck):
 
     def _read_keys(self) -> dict[str, str]:
         path = self.token_file
-        from ..safeio import TOKEN_FILE_CAP, read_regular
+        from torchprobe.safeio import TOKEN_FILE_CAP, read_regular
 
         try:
             document = json.loads(read_regular(path or "", TOKEN_FILE_CAP))
@@ -541,7 +548,7 @@ def _ollama_ps(check: Ollama, reply: Reply, document: Any) -> str:
 
 def _ollama_body(check: Ollama) -> bytes:
     """infer= for /api/generate: the model of model= and one answer, not a stream."""
-    from . import canary
+    from torchprobe.checks import canary
 
     raw = canary.body(check)
     try:

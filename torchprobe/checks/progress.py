@@ -27,12 +27,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..base import Check, CheckFailed, Option, Outcome, UsageError, passed
-from ..options import boolean, duration
-from ..progress_state import FileStore, StateError, StateStore
-from .http import Url, _HeaderOption, _UrlOption, exchange
-from .promtext import METRICS_LIMIT, Selector, need_parser, read_series, selectors
-from .tcp import Deadline
+from torchprobe.base import Check, CheckFailed, Option, Outcome, UsageError, passed
+from torchprobe.checks.http import Url, _HeaderOption, _UrlOption, exchange
+from torchprobe.checks.promtext import METRICS_LIMIT, Selector, need_parser, read_series, selectors
+from torchprobe.checks.tcp import Deadline
+from torchprobe.options import boolean, duration
+from torchprobe.progress_state import FileStore, StateError, StateStore
 
 __all__ = ["ProgressCheck", "Reading", "Verdict", "Watch", "judge", "watch"]
 

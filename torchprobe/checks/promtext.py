@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ..base import CheckFailed, UsageError
+from torchprobe.base import CheckFailed, UsageError
 
 __all__ = ["METRICS_LIMIT", "Selector", "need_parser", "parse_selector", "read_series"]
 

@@ -29,12 +29,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..base import Check, CheckFailed, Option, Outcome, UsageError, passed
-from ..options import boolean, choice, text
-from ..scrub import clean, register
-from . import canary
-from ._httpwire import BODY_LIMIT
-from .http import (
+from torchprobe.base import Check, CheckFailed, Option, Outcome, UsageError, passed
+from torchprobe.checks import canary
+from torchprobe.checks._httpwire import BODY_LIMIT
+from torchprobe.checks.http import (
     Reply,
     Url,
     _HeaderOption,
@@ -44,8 +42,10 @@ from .http import (
     json_mismatch,
     parse_url,
 )
-from .stall import NoMetrics, ServerMetrics, check_options, progress, stall_options
-from .tcp import Deadline, seconds
+from torchprobe.checks.stall import NoMetrics, ServerMetrics, check_options, progress, stall_options
+from torchprobe.checks.tcp import Deadline, seconds
+from torchprobe.options import boolean, choice, text
+from torchprobe.scrub import clean, register
 
 __all__ = ["Endpoint", "ServerCheck", "base_url", "server_options"]
 

@@ -16,15 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..base import CheckFailed, Option, UsageError
-from ..options import duration
-from .http import Url, _UrlOption, parse_url
-from .progress import Watch, refuse, watch
-from .promtext import need_parser
-from .tcp import Deadline
+from torchprobe.base import CheckFailed, Option, UsageError
+from torchprobe.checks.http import Url, _UrlOption, parse_url
+from torchprobe.checks.progress import Watch, refuse, watch
+from torchprobe.checks.promtext import need_parser
+from torchprobe.checks.tcp import Deadline
+from torchprobe.options import duration
 
 if TYPE_CHECKING:
-    from .server import ServerCheck
+    from torchprobe.checks.server import ServerCheck
 
 __all__ = ["NoMetrics", "ServerMetrics", "check_options", "progress", "stall_options"]
 

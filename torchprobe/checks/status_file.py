@@ -18,10 +18,10 @@ import os
 import time
 from typing import Any
 
-from ..base import Check, CheckFailed, Option, Outcome, failed, passed
-from ..options import choice, duration, text
-from ..safeio import STATUS_FILE_CAP, read_regular
-from ..statusdir import default_status_dir, pid_alive
+from torchprobe.base import Check, CheckFailed, Option, Outcome, failed, passed
+from torchprobe.options import choice, duration, text
+from torchprobe.safeio import STATUS_FILE_CAP, read_regular
+from torchprobe.statusdir import default_status_dir, pid_alive
 
 __all__ = ["FUTURE_SKEW", "StatusFileCheck"]
 

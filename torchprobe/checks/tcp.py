@@ -16,8 +16,8 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..base import Check, CheckFailed, Option, Outcome, UsageError, passed
-from ..options import integer
+from torchprobe.base import Check, CheckFailed, Option, Outcome, UsageError, passed
+from torchprobe.options import integer
 
 if TYPE_CHECKING:
     import socket

@@ -10,11 +10,11 @@ import re
 import time
 from typing import Any
 
-from ..base import Check, CheckFailed, Option, Outcome, UsageError, failed, passed
-from ..options import boolean, choice, integer, listof
-from ..runner import error_details
-from . import matmul
-from ._torch import build_info, describe_cuda_error, import_torch
+from torchprobe.base import Check, CheckFailed, Option, Outcome, UsageError, failed, passed
+from torchprobe.checks import matmul
+from torchprobe.checks._torch import build_info, describe_cuda_error, import_torch
+from torchprobe.options import boolean, choice, integer, listof
+from torchprobe.runner import error_details
 
 __all__ = ["TensorCheck"]
 

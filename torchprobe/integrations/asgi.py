@@ -30,14 +30,14 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from .metrics import Answer, Endpoints, check_paths
+from torchprobe.integrations.metrics import Answer, Endpoints, check_paths
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
     from starlette.requests import Request
     from starlette.routing import Route
 
-    from ..monitor import Monitor
+    from torchprobe.monitor import Monitor
 
 __all__ = ["TorchprobeMiddleware", "health_app", "routes"]
 

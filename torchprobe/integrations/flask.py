@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 
-from .metrics import Answer, Endpoints, check_paths
+from torchprobe.integrations.metrics import Answer, Endpoints, check_paths
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
-    from ..monitor import Monitor
+    from torchprobe.monitor import Monitor
 
 __all__ = ["blueprint", "guard_requests", "init_app"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from ..results import Report
+from torchprobe.results import Report
 
 __all__ = ["FORMATS", "render"]
 
@@ -18,14 +18,14 @@ FORMATS = ("text", "json", "prometheus")
 def render(report: Report, fp: TextIO, fmt: str = "text", *, quiet: bool = False,
            verbose: bool = False) -> None:  # fmt: skip
     if fmt == "json":
-        from .jsondoc import render_json
+        from torchprobe.renderers.jsondoc import render_json
 
         render_json(report, fp, verbose=verbose)
     elif fmt == "prometheus":
-        from .prometheus import render_prometheus
+        from torchprobe.renderers.prometheus import render_prometheus
 
         render_prometheus(report, fp)
     else:
-        from .text import render_text
+        from torchprobe.renderers.text import render_text
 
         render_text(report, fp, quiet=quiet, verbose=verbose)

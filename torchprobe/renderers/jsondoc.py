@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any, TextIO
 
-from ..base import Status
-from ..jsonout import dumps
-from ..results import Report
-from ..scrub import clip
+from torchprobe.base import Status
+from torchprobe.jsonout import dumps
+from torchprobe.results import Report
+from torchprobe.scrub import clip
 
 __all__ = ["SCHEMA_VERSION", "render_json", "report_dict"]
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 from typing import TextIO
 
-from ..base import Status
-from ..results import Report, Result, distinct_names
-from ..scrub import clean
+from torchprobe.base import Status
+from torchprobe.results import Report, Result, distinct_names
+from torchprobe.scrub import clean
 
 __all__ = ["label_set", "render_prometheus", "sample"]
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any, TextIO
 
-from ..base import Status
-from ..results import Report, Result
-from ..scrub import clip
+from torchprobe.base import Status
+from torchprobe.results import Report, Result
+from torchprobe.scrub import clip
 
 __all__ = ["LIMIT", "render_text", "format_text", "format_duration"]
 

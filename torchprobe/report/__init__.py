@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timezone
 from typing import TextIO
 
-from ..base import UsageError
+from torchprobe.base import UsageError
 
 __all__ = ["run_report"]
 
@@ -36,9 +36,9 @@ def run_report(fmt: str, timeout: float, verbose: bool, fp: TextIO) -> int:
         raise UsageError("--report supports --format text or json")
     if timeout <= 0:
         raise UsageError("--timeout must be greater than zero")
-    from .findings import problems
-    from .gather import gather
-    from .render import render_json, render_text
+    from torchprobe.report.findings import problems
+    from torchprobe.report.gather import gather
+    from torchprobe.report.render import render_json, render_text
 
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     margin = min(RENDER_MARGIN, timeout / 10)
@@ -46,8 +46,8 @@ def run_report(fmt: str, timeout: float, verbose: bool, fp: TextIO) -> int:
     try:
         found = problems(sections)
     except Exception as exc:  # noqa: BLE001 - the readings are worth printing without hints
-        from ..runner import describe_exception
-        from .problem import Problem
+        from torchprobe.report.problem import Problem
+        from torchprobe.runner import describe_exception
 
         what = f"the report could not work out its hints ({describe_exception(exc)})"
         found = [Problem(what, "the readings above are complete; please report this as a bug")]

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import hints
-from .hints import Problem
+from torchprobe.report import hints
+from torchprobe.report.hints import Problem
 
 __all__ = ["problems"]
 

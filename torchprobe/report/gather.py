@@ -15,14 +15,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..base import Check, Status
-from ..engine import Planned, run
-from ..spec import format_check, parse_occurrence
-from . import host
-from .hints import VERDICTS, cuda_verdict
-from .nvmlinfo import ReportGpu, ReportNvml
-from .processes import ReportGpuProcesses
-from .torchinfo import ReportTorch, ReportTorchCuda
+from torchprobe.base import Check, Status
+from torchprobe.engine import Planned, run
+from torchprobe.report import host
+from torchprobe.report.hints import VERDICTS, cuda_verdict
+from torchprobe.report.nvmlinfo import ReportGpu, ReportNvml
+from torchprobe.report.processes import ReportGpuProcesses
+from torchprobe.report.torchinfo import ReportTorch, ReportTorchCuda
+from torchprobe.spec import format_check, parse_occurrence
 
 __all__ = ["gather"]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .problem import HOST_LOGS, NOT_SUPPORTED, Problem
+from torchprobe.report.problem import HOST_LOGS, NOT_SUPPORTED, Problem
 
 __all__ = ["clock_reasons", "gpu_health", "gpu_lost"]
 

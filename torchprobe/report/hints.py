@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 # The per-GPU hints live in their own module, to keep each small: import them
 # from here, with the rest.
-from .gpuhints import clock_reasons, gpu_health, gpu_lost
-from .problem import HOST_LOGS, NOT_SUPPORTED, Problem
+from torchprobe.report.gpuhints import clock_reasons, gpu_health, gpu_lost
+from torchprobe.report.problem import HOST_LOGS, NOT_SUPPORTED, Problem
 
 __all__ = [
     "NOT_SUPPORTED", "Problem", "VERDICTS", "clock_reasons", "cuda_verdict", "device_nodes",

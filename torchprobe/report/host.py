@@ -16,8 +16,8 @@ import re
 import sys
 from typing import Any
 
-from .. import __version__
-from ..base import Check, Outcome, Status
+from torchprobe import __version__
+from torchprobe.base import Check, Outcome, Status
 
 __all__ = ["ENV_VARS", "ReportLibraries", "container", "device_nodes", "environment", "versions"]
 

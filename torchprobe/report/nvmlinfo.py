@@ -15,9 +15,9 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from ..base import Check, Option, Outcome, Status
-from ..options import integer
-from .hints import NOT_SUPPORTED, clock_reasons
+from torchprobe.base import Check, Option, Outcome, Status
+from torchprobe.options import integer
+from torchprobe.report.hints import NOT_SUPPORTED, clock_reasons
 
 __all__ = ["Dead", "NvmlCheck", "ReportGpu", "ReportNvml", "done", "error_name"]
 

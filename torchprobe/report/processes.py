@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..base import Outcome
-from .nvmlinfo import Dead, NvmlCheck, done
+from torchprobe.base import Outcome
+from torchprobe.report.nvmlinfo import Dead, NvmlCheck, done
 
 __all__ = ["ReportGpuProcesses"]
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from ..jsonout import dumps
-from .hints import Problem
+from torchprobe.jsonout import dumps
+from torchprobe.report.hints import Problem
 
 __all__ = ["SCHEMA_VERSION", "render_json", "render_text"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from ..base import Check, Outcome, Status
+from torchprobe.base import Check, Outcome, Status
 
 __all__ = ["ReportTorch", "ReportTorchCuda"]
 
