@@ -182,7 +182,10 @@ def test_torch_is_imported_once_per_run_and_never_by_torchprobe_itself(tmp_path:
     assert [line.split()[0] for line in result.lines] == ["FAIL", "PASS", "PASS", "UNHEALTHY:"]
     records = [line.split(" ", 1) for line in log.read_text().splitlines()]
     assert len({pid for pid, _ in records}) == 1, records  # one process imported torch
-    assert all(argv.endswith(("torchprobe.worker", "torchprobe/worker.py")) for _, argv in records)
+    assert all(
+        argv.endswith(("torchprobe.engine.worker", "torchprobe/engine/worker.py"))
+        for _, argv in records
+    )
 
 
 @pytest.mark.parametrize("kind", ["tcp", "http"])

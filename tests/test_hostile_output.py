@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from servers import Request, http_server, reply
 
 SECRET = "s3cr3tTOKENvalue"
-#: Shorter values are not searched for in other text (see torchprobe.scrub).
+#: Shorter values are not searched for in other text (see torchprobe.common.scrub).
 MIN_LENGTH = 6
 PASSWORD = "pa55:w0rd/&+ x"  # needs percent-encoding in a URL, and a space
 

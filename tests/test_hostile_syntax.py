@@ -194,7 +194,7 @@ def imports_of(*args: str) -> set[str]:
     )  # fmt: skip
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
                 if line.startswith("import time:")}  # fmt: skip
-    assert "torchprobe.cli" in imported  # the measurement saw the command's imports
+    assert "torchprobe.cli.command" in imported  # the measurement saw the command's imports
     return imported
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from conftest import alive, clean_env, run_cli
 
-from torchprobe import restart
 from torchprobe.base import UsageError
-from torchprobe.restart import RestartPolicy, process_life
+from torchprobe.cli import restart
+from torchprobe.cli.restart import RestartPolicy, process_life
 
 
 class Notes(list[str]):
@@ -295,7 +295,7 @@ def test_a_corrupt_state_file_starts_over(tmp_path: Path, target: subprocess.Pop
 
 OVERLAP = """
 import sys
-from torchprobe.restart import RestartPolicy
+from torchprobe.cli.restart import RestartPolicy
 p = RestartPolicy(10**6, pid=int(sys.argv[1]), state_dir=sys.argv[2], life=lambda pid: "L")
 for _ in range(int(sys.argv[3])):
     p.after_run(False, print)

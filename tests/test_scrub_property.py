@@ -1,4 +1,4 @@
-"""Property tests of the secret scrubber (torchprobe.scrub): a registered
+"""Property tests of the secret scrubber (torchprobe.common.scrub): a registered
 secret, embedded in any text in any of the forms output gives it, never
 survives — through :func:`clean` and through the stream that wraps stdout,
 however the text is cut into writes."""
@@ -13,7 +13,7 @@ from urllib.parse import quote, quote_plus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torchprobe import scrub
+from torchprobe.common import scrub
 
 secrets = st.text(min_size=scrub.MIN_LENGTH, max_size=40)
 users = st.text(alphabet=st.characters(blacklist_characters=":"), max_size=12)

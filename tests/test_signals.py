@@ -176,7 +176,7 @@ def test_a_second_signal_while_ending_exits_at_once_with_1(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("kind", ["direct", "via -m"])
 def test_the_old_entry_point_and_python_m_still_run_the_command(kind: str) -> None:
-    command = ([sys.executable, "-c", "from torchprobe.cli import main; main()"]
+    command = ([sys.executable, "-c", "from torchprobe.cli.command import main; main()"]
                if kind == "direct" else [sys.executable, "-m", "torchprobe"])  # fmt: skip
     done = subprocess.run([*command, "ok", "fails"], capture_output=True, text=True, timeout=30,
                           env=clean_env())  # fmt: skip

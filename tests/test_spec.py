@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from torchprobe.base import Option, UsageError
+from torchprobe.engine.spec import format_check, parse_occurrence
 from torchprobe.options import boolean, duration, integer, listof, number, text
-from torchprobe.spec import format_check, parse_occurrence
 
 OPTIONS = {
     o.key: o

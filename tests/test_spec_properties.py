@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from torchprobe import registry
 from torchprobe.base import Option, UsageError
+from torchprobe.engine import registry
+from torchprobe.engine.spec import format_check, format_option, parse_occurrence
 from torchprobe.options import text
-from torchprobe.spec import format_check, format_option, parse_occurrence
 
 KEYS = ("a", "bb", "c-d", "e_f", "url")
 OPTIONS = {k: Option(k, text) for k in KEYS}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from torchprobe.sticky import STICKY_CODES, classify, classify_text
+from torchprobe.inprocess.sticky import STICKY_CODES, classify, classify_text
 
 
 class AcceleratorError(RuntimeError):

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from conftest import FAKES, TESTS, Run, clean_env, fake_nvml_env, require, run_cli
 
-from torchprobe import xid
+from torchprobe.gpu import xid
 from torchprobe.monitor import Monitor
 
 pytestmark = pytest.mark.usefixtures("plugins")

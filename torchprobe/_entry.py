@@ -62,9 +62,9 @@ def say(line: str) -> None:
     global _said
     _said = True
     # The one scrubber sees these lines too. Until a secret is registered
-    # (torchprobe.scrub loaded, or half-loaded when the signal lands, has no
+    # (torchprobe.common.scrub loaded, or half-loaded when the signal lands, has no
     # pattern yet) there is nothing to mask.
-    scrub = sys.modules.get("torchprobe.scrub")
+    scrub = sys.modules.get("torchprobe.common.scrub")
     if scrub is not None and getattr(scrub, "_pattern", None) is not None:
         try:
             line = scrub.clean(line)
@@ -219,7 +219,7 @@ def main() -> None:
     """The console script's ``torchprobe`` (and ``python -m torchprobe``)."""
     global _owner
     _owner = True
-    from torchprobe.cli import main as command_main
+    from torchprobe.cli.command import main as command_main
 
     command_main()
 

@@ -7,7 +7,7 @@ does the work. The engine, not the check, turns exceptions, timeouts and
 crashes into failing results, so ``run`` may simply raise.
 
 Built-in checks and plugins use the same API. A plugin may also register a plain
-function; see :mod:`torchprobe.plugins`.
+function; see :mod:`torchprobe.engine.plugins`.
 """
 
 from __future__ import annotations

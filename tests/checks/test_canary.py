@@ -28,10 +28,10 @@ import pytest
 from conftest import clean_env, require, run_cli, script
 from standins import TGI, VLLM, Ollama, SGLang, StandIn, Triton, _json, load
 
-from torchprobe import registry
 from torchprobe.base import CheckFailed, UsageError
 from torchprobe.checks.canary import BODY_MAX
-from torchprobe.spec import parse_occurrence
+from torchprobe.engine import registry
+from torchprobe.engine.spec import parse_occurrence
 
 # Commas inside a JSON value never split it: a comma splits only before a
 # declared option (KEY=), and no JSON key here reads as one.

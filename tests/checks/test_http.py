@@ -28,7 +28,7 @@ from servers import (
 
 from torchprobe.base import CheckFailed, Outcome, Status, UsageError
 from torchprobe.checks.http import HttpCheck
-from torchprobe.spec import Occurrence, parse_occurrence
+from torchprobe.engine.spec import Occurrence, parse_occurrence
 
 OPTIONS = {o.key: o for o in HttpCheck.options}
 

@@ -21,7 +21,7 @@ import pytest
 
 from torchprobe.base import CheckFailed, Outcome, Status, UsageError
 from torchprobe.checks.nvml import NvmlCheck
-from torchprobe.spec import parse_occurrence
+from torchprobe.engine.spec import parse_occurrence
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes"
 ENV = "TORCHPROBE_FAKE_NVML"

@@ -19,10 +19,10 @@ from conftest import run_cli
 from servers import closed_port, http_server, reply, routes
 from standins import TGI, VLLM, Ollama, SGLang, Triton
 
-from torchprobe import registry
 from torchprobe.base import Check, CheckFailed, Outcome, Status, UsageError
 from torchprobe.checks.server import base_url
-from torchprobe.spec import parse_occurrence
+from torchprobe.engine import registry
+from torchprobe.engine.spec import parse_occurrence
 
 
 def build(token: str) -> Check:
@@ -501,7 +501,7 @@ def test_help_names_every_preset_in_the_registry() -> None:
     import re
 
     from torchprobe.checks.server import ServerCheck
-    from torchprobe.cli import EPILOG
+    from torchprobe.cli.command import EPILOG
 
     listed = re.search(r"\(model servers: ([^)]*)\)", " ".join(EPILOG.split()))
     assert listed is not None

@@ -531,7 +531,7 @@ def test_a_memory_store_judges_as_the_file_store_does(tmp_path: Path) -> None:
     from torchprobe.checks.presets import VLLM as Preset
     from torchprobe.checks.stall import ServerMetrics
     from torchprobe.checks.tcp import Deadline
-    from torchprobe.progress_state import FileStore, MemoryStore
+    from torchprobe.common.progress_state import FileStore, MemoryStore
 
     assert isinstance(Preset.metrics, ServerMetrics)
     what = Preset.metrics.watch

@@ -10,7 +10,7 @@ from servers import closed_port, http_server, ipv6_available, listening_only
 
 from torchprobe.base import CheckFailed, Outcome, Status, UsageError
 from torchprobe.checks.tcp import TcpCheck
-from torchprobe.spec import parse_occurrence
+from torchprobe.engine.spec import parse_occurrence
 
 OPTIONS = {o.key: o for o in TcpCheck.options}
 

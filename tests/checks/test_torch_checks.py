@@ -12,7 +12,7 @@ from torchprobe.base import CheckFailed, Status
 from torchprobe.checks._torch import describe_cuda_error, describe_oom, nvml_memory
 from torchprobe.checks.cuda import CudaCheck
 from torchprobe.checks.tensor import TensorCheck
-from torchprobe.runner import execute
+from torchprobe.engine.runner import execute
 
 torch = pytest.importorskip("torch")
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="this host has CUDA")

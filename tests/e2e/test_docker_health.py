@@ -235,7 +235,7 @@ def test_hanging_check_ends_at_torchprobes_deadline_and_leaves_nothing(
     while killed is None and time.monotonic() < end:
         procs = c.host_processes()
         probe = [p for p in procs if p[2] == "torchprobe"]
-        workers = [p for p in procs if "torchprobe.worker" in p[3]]
+        workers = [p for p in procs if "torchprobe.engine.worker" in p[3]]
         if probe and workers:
             os.kill(probe[0][0], signal.SIGKILL)
             killed = probe[0][0]

@@ -128,8 +128,8 @@ def parse_command(argv: list[str]) -> Parsed:
     """What the CLI does with argv before running anything: click parses the
     options, then every CHECK is parsed and validated (plan), raising on an
     unknown check, an unknown option or a bad value."""
-    from torchprobe.cli import command
-    from torchprobe.plan import plan
+    from torchprobe.cli.command import command
+    from torchprobe.engine.plan import plan
 
     assert argv[0] == "torchprobe", argv
     ctx = command.make_context("torchprobe", list(argv[1:]))

@@ -24,8 +24,8 @@ from typing import Any
 
 from torchprobe.base import CheckFailed, Option, UsageError
 from torchprobe.checks.http import _JsonOption, json_mismatch
+from torchprobe.common.safeio import read_regular
 from torchprobe.options import text
-from torchprobe.safeio import read_regular
 
 __all__ = ["BODY_MAX", "Body", "CANARY_OPTIONS", "read_body"]
 
@@ -60,7 +60,7 @@ class Body:
 def read_body(path: str) -> bytes:
     """A regular file of at most :data:`BODY_MAX` bytes; ``ValueError`` says why not.
 
-    Read as every file torchprobe only reads is (:mod:`torchprobe.safeio`):
+    Read as every file torchprobe only reads is (:mod:`torchprobe.common.safeio`):
     opened non-blocking and checked to be a regular file before a byte is
     read, so a FIFO or a device named by mistake never hangs the probe.
     """

@@ -21,8 +21,8 @@ from typing import Any
 from torchprobe.base import Check, CheckFailed, Option, Outcome, UsageError, passed
 from torchprobe.checks.http import _HeaderOption
 from torchprobe.checks.tcp import _address, hostport, seconds
+from torchprobe.common.scrub import clip
 from torchprobe.options import boolean, duration, text
-from torchprobe.scrub import clip
 
 __all__ = ["GrpcHealthCheck", "decode_status", "encode_request"]
 
@@ -85,7 +85,7 @@ def _read_varint(data: bytes, i: int) -> tuple[int, int]:
 
 
 def _read_file(option: str, path: str) -> bytes:
-    from torchprobe.safeio import TLS_FILE_CAP, read_regular
+    from torchprobe.common.safeio import TLS_FILE_CAP, read_regular
 
     try:
         return read_regular(path, TLS_FILE_CAP)

@@ -2,7 +2,7 @@
 
 The timeout covers the whole exchange (DNS, connect, TLS, request and the
 complete response), which ``http.client`` cannot do; the small client lives in
-:mod:`torchprobe.checks._httpwire`. Credentials in the URL or in headers never
+:mod:`torchprobe.net.wire`. Credentials in the URL or in headers never
 reach the output: the converters below tell the parser what to redact.
 """
 
@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from torchprobe.base import Check, CheckFailed, Option, Outcome, UsageError, passed
-from torchprobe.checks._httpwire import BODY_LIMIT
 from torchprobe.checks.tcp import Deadline, hostport, split_hostport
+from torchprobe.common.scrub import clip, register_basic
+from torchprobe.net.wire import BODY_LIMIT
 from torchprobe.options import boolean, choice, text
-from torchprobe.scrub import clip, register_basic
 
 if TYPE_CHECKING:
-    from torchprobe.checks._httpwire import Response
+    from torchprobe.net.wire import Response
 
 __all__ = [
     "HttpCheck",
@@ -356,7 +356,7 @@ def exchange(
     kept off other origins. A failure to get any response raises ``CheckFailed``
     whose message and details never carry the URL's credentials.
     """
-    from torchprobe.checks import _httpwire as wire
+    from torchprobe.net import wire
 
     start = time.monotonic()
     current, hops = url, 0
@@ -468,7 +468,7 @@ def json_body(response: Response) -> Any:
     try:
         return json.loads(response.body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        from torchprobe.checks._httpwire import preview
+        from torchprobe.net.wire import preview
 
         raise ValueError(f"the body is not JSON: {preview(response.body, 40)}") from None
 

@@ -25,8 +25,8 @@ from torchprobe.checks.server import (
     server_options,
 )
 from torchprobe.checks.stall import NoMetrics, ServerMetrics
+from torchprobe.common.scrub import clip
 from torchprobe.options import boolean, choice, text
-from torchprobe.scrub import clip
 
 __all__ = [
     "BentoML",
@@ -147,7 +147,7 @@ class TorchServe(ServerCheck):
 
     def _read_keys(self) -> dict[str, str]:
         path = self.token_file
-        from torchprobe.safeio import TOKEN_FILE_CAP, read_regular
+        from torchprobe.common.safeio import TOKEN_FILE_CAP, read_regular
 
         try:
             document = json.loads(read_regular(path or "", TOKEN_FILE_CAP))

@@ -5,7 +5,7 @@ process that died behind a live API server) answers its health endpoint
 and holds its queue. Its own metrics tell: work-pending gauges stay above
 zero while every work-done counter stands still. Each run reads both from
 the server's ``/metrics``, compares with the previous run's reading (kept in
-a :mod:`~torchprobe.progress_state` store) and judges:
+a :mod:`~torchprobe.common.progress_state` store) and judges:
 
 - nothing pending: idle, passes;
 - a done counter moved since the last reading: progressing, passes;
@@ -31,8 +31,8 @@ from torchprobe.base import Check, CheckFailed, Option, Outcome, UsageError, pas
 from torchprobe.checks.http import Url, _HeaderOption, _UrlOption, exchange
 from torchprobe.checks.promtext import METRICS_LIMIT, Selector, need_parser, read_series, selectors
 from torchprobe.checks.tcp import Deadline
+from torchprobe.common.progress_state import FileStore, StateError, StateStore
 from torchprobe.options import boolean, duration
-from torchprobe.progress_state import FileStore, StateError, StateStore
 
 __all__ = ["ProgressCheck", "Reading", "Verdict", "Watch", "judge", "watch"]
 

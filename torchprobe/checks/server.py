@@ -31,7 +31,6 @@ from typing import Any, ClassVar
 
 from torchprobe.base import Check, CheckFailed, Option, Outcome, UsageError, passed
 from torchprobe.checks import canary
-from torchprobe.checks._httpwire import BODY_LIMIT
 from torchprobe.checks.http import (
     Reply,
     Url,
@@ -44,8 +43,9 @@ from torchprobe.checks.http import (
 )
 from torchprobe.checks.stall import NoMetrics, ServerMetrics, check_options, progress, stall_options
 from torchprobe.checks.tcp import Deadline, seconds
+from torchprobe.common.scrub import clean, register
+from torchprobe.net.wire import BODY_LIMIT
 from torchprobe.options import boolean, choice, text
-from torchprobe.scrub import clean, register
 
 __all__ = ["Endpoint", "ServerCheck", "base_url", "server_options"]
 

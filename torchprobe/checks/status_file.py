@@ -19,9 +19,9 @@ import time
 from typing import Any
 
 from torchprobe.base import Check, CheckFailed, Option, Outcome, failed, passed
+from torchprobe.common.safeio import STATUS_FILE_CAP, read_regular
+from torchprobe.common.statusdir import default_status_dir, pid_alive
 from torchprobe.options import choice, duration, text
-from torchprobe.safeio import STATUS_FILE_CAP, read_regular
-from torchprobe.statusdir import default_status_dir, pid_alive
 
 __all__ = ["FUTURE_SKEW", "StatusFileCheck"]
 

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.routing import Route
 
-    from torchprobe.monitor import Monitor
+    from torchprobe.inprocess.monitor import Monitor
 
 __all__ = ["TorchprobeMiddleware", "health_app", "routes"]
 

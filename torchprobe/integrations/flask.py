@@ -2,7 +2,7 @@
 other request tracked as in-flight work.
 
     from torchprobe.integrations.flask import init_app
-    from torchprobe.monitor import Monitor
+    from torchprobe.inprocess.monitor import Monitor
 
     monitor = Monitor()
     app = Flask(__name__)
@@ -29,7 +29,7 @@ from torchprobe.integrations.metrics import Answer, Endpoints, check_paths
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
-    from torchprobe.monitor import Monitor
+    from torchprobe.inprocess.monitor import Monitor
 
 __all__ = ["blueprint", "guard_requests", "init_app"]
 

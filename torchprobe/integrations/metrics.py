@@ -26,18 +26,18 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from torchprobe import __version__
-from torchprobe.jsonout import dumps
+from torchprobe.common.jsonout import dumps
+from torchprobe.common.safeio import STATUS_FILE_CAP, read_regular
+from torchprobe.common.statusdir import pid_alive
 from torchprobe.renderers.prometheus import label_set, sample
 from torchprobe.results import distinct_names
-from torchprobe.safeio import STATUS_FILE_CAP, read_regular
-from torchprobe.statusdir import pid_alive
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import Collector as _CollectorBase
     from prometheus_client.registry import CollectorRegistry
 
-    from torchprobe.monitor import Monitor
+    from torchprobe.inprocess.monitor import Monitor
 else:  # prometheus_client's registry duck-types its collectors
     _CollectorBase = object
 

@@ -4,7 +4,7 @@ Stability policy: ``schema_version`` is an integer. Within one version, keys
 are only ever added, never removed, renamed or changed in meaning; a change
 that would break a reader bumps it. ``details`` of each check is free-form
 per check type and documented with the check. A value JSON cannot hold (a
-NaN or infinite float) is ``null``; see :mod:`torchprobe.jsonout`.
+NaN or infinite float) is ``null``; see :mod:`torchprobe.common.jsonout`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any, TextIO
 
 from torchprobe.base import Status
-from torchprobe.jsonout import dumps
+from torchprobe.common.jsonout import dumps
+from torchprobe.common.scrub import clip
 from torchprobe.results import Report
-from torchprobe.scrub import clip
 
 __all__ = ["SCHEMA_VERSION", "render_json", "report_dict"]
 

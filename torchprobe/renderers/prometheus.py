@@ -15,8 +15,8 @@ import math
 from typing import TextIO
 
 from torchprobe.base import Status
+from torchprobe.common.scrub import clean
 from torchprobe.results import Report, Result, distinct_names
-from torchprobe.scrub import clean
 
 __all__ = ["label_set", "render_prometheus", "sample"]
 

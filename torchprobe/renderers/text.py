@@ -12,8 +12,8 @@ import math
 from typing import Any, TextIO
 
 from torchprobe.base import Status
+from torchprobe.common.scrub import clip
 from torchprobe.results import Report, Result
-from torchprobe.scrub import clip
 
 __all__ = ["LIMIT", "render_text", "format_text", "format_duration"]
 

@@ -1,7 +1,7 @@
 """Gathering the report's readings under its deadline, through the engine.
 
 The readings that can hang (torch, NVML, loading driver libraries) are
-internal checks run by :func:`torchprobe.engine.run`, each in a worker process
+internal checks run by :func:`torchprobe.engine.loop.run`, each in a worker process
 under its own timeout, so one hung call costs only its own section. They run
 in two rounds: the first asks NVML how many GPUs there are (beside torch and
 the libraries), the second reads each GPU as a check of its own, so that a GPU
@@ -16,13 +16,13 @@ import time
 from typing import Any
 
 from torchprobe.base import Check, Status
-from torchprobe.engine import Planned, run
+from torchprobe.engine.loop import Planned, run
+from torchprobe.engine.spec import format_check, parse_occurrence
 from torchprobe.report import host
 from torchprobe.report.hints import VERDICTS, cuda_verdict
 from torchprobe.report.nvmlinfo import ReportGpu, ReportNvml
 from torchprobe.report.processes import ReportGpuProcesses
 from torchprobe.report.torchinfo import ReportTorch, ReportTorchCuda
-from torchprobe.spec import format_check, parse_occurrence
 
 __all__ = ["gather"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from torchprobe.jsonout import dumps
+from torchprobe.common.jsonout import dumps
 from torchprobe.report.hints import Problem
 
 __all__ = ["SCHEMA_VERSION", "render_json", "render_text"]

@@ -27,7 +27,7 @@ class NonFinite(Check):
 def readsecret(path: str) -> None:
     """Reads a token from path (in its worker process), registers it as a
     secret, then says it in its failure, as careless code does."""
-    from torchprobe.scrub import register
+    from torchprobe.common.scrub import register
 
     with open(path, encoding="utf-8") as fp:
         token = fp.read().strip()

@@ -17,7 +17,7 @@ The syntax (revised in 0.2.0, so that a misspelt key can never pass silently):
 - a repeatable option is repeated (``header=A: 1,header=B: 2``);
 - ``${NAME}`` is replaced by the environment variable NAME (``$${`` is a
   literal ``${``), and what it read is a secret: the option shows ``***``,
-  and :mod:`torchprobe.scrub` masks the value wherever else it comes back.
+  and :mod:`torchprobe.common.scrub` masks the value wherever else it comes back.
 
 :func:`format_option` writes a value so that it parses back exactly.
 """
@@ -29,8 +29,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torchprobe.base import Option, UsageError
+from torchprobe.common.scrub import register
 from torchprobe.options import duration, text
-from torchprobe.scrub import register
 
 __all__ = [
     "Occurrence", "format_check", "format_option", "parse_occurrence", "split_name", "UNIVERSAL",

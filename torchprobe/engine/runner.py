@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from torchprobe.base import Check, CheckFailed, CheckSkipped, Outcome, Status
-from torchprobe.scrub import clip
+from torchprobe.common.scrub import clip
 
 __all__ = ["capture", "describe_exception", "error_details", "execute", "normalize"]
 

@@ -13,7 +13,7 @@ import sys
 from typing import Any, TextIO
 
 from torchprobe.base import Check
-from torchprobe.spec import UNIVERSAL
+from torchprobe.engine.spec import UNIVERSAL
 
 __all__ = ["describe", "entries", "render_list"]
 
@@ -54,7 +54,7 @@ def describe(cls: type[Check], source: str) -> dict[str, Any]:
 
 
 def entries() -> list[dict[str, Any]]:
-    from torchprobe import registry
+    from torchprobe.engine import registry
 
     found = [describe(registry.load(ref), "built-in") for ref in registry.BUILTIN.values()]
     plugins = registry.plugins()
@@ -73,7 +73,7 @@ def _describe_plugins(plugins: dict[str, str]) -> list[dict[str, Any]]:
     todo = dict(plugins)
     while todo:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "torchprobe.worker", "--describe"],
+            [sys.executable, "-m", "torchprobe.engine.worker", "--describe"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             text=True, start_new_session=True,
         )  # fmt: skip
@@ -110,7 +110,7 @@ def _describe_plugins(plugins: dict[str, str]) -> list[dict[str, Any]]:
 def render_list(found: list[dict[str, Any]], fp: TextIO, fmt: str) -> None:
     if fmt == "json":
         universal = [{"key": o.key, "type": o.type_name, "help": o.help} for o in UNIVERSAL]
-        from torchprobe.jsonout import dumps
+        from torchprobe.common.jsonout import dumps
 
         fp.write(dumps({"universal_options": universal, "checks": found}, indent=2))
         fp.write("\n")

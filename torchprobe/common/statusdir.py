@@ -12,7 +12,7 @@ import os
 import tempfile
 from typing import Any
 
-from torchprobe.safeio import remove_quietly, replace_atomically
+from torchprobe.common.safeio import remove_quietly, replace_atomically
 
 __all__ = [
     "ENV",
@@ -74,7 +74,7 @@ def write_atomically(path: str, document: dict[str, Any]) -> str | None:
     error as text instead of raising."""
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        from torchprobe.jsonout import dumps
+        from torchprobe.common.jsonout import dumps
 
         replace_atomically(path, dumps(document))
     except OSError as exc:

@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from torchprobe.base import Check, Option, Outcome
+from torchprobe.engine.registry import load
 from torchprobe.options import text
-from torchprobe.registry import load
 
 __all__ = ["load_plugin", "function_check"]
 

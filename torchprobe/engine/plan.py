@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from torchprobe.base import Check, Option, Outcome, Status, UsageError
+from torchprobe.engine.spec import Occurrence, parse_occurrence, split_name
 from torchprobe.results import Result
-from torchprobe.spec import Occurrence, parse_occurrence, split_name
 
 __all__ = ["MAX_CHECKS", "Planned", "instantiate", "plan", "readiness_refused"]
 
@@ -87,7 +87,7 @@ def instantiate(cls: type[Check], token: str, environ: Mapping[str, str]
                 ) -> tuple[Check, Occurrence]:  # fmt: skip
     """Parse ``token`` against the check class's declared options and make the
     check; a bad option or value is a UsageError naming the check."""
-    from torchprobe.runner import describe_exception
+    from torchprobe.engine.runner import describe_exception
 
     name = token.partition(":")[0]
     occurrence = parse_occurrence(
@@ -133,7 +133,7 @@ def plan(tokens: Sequence[str], environ: Mapping[str, str]) -> list[Planned]:
     Built-in checks are validated here; a plugin's options are validated in
     its worker, since its code is never imported in this process.
     """
-    from torchprobe import registry
+    from torchprobe.engine import registry
 
     if len(tokens) > MAX_CHECKS:
         raise UsageError(f"{len(tokens)} checks: at most {MAX_CHECKS} in one run")

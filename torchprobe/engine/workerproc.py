@@ -15,7 +15,7 @@ import subprocess
 import sys
 from typing import Any
 
-from torchprobe._reap import MARK
+from torchprobe.engine.reap import MARK
 
 __all__ = ["Janitor", "WorkerProcess", "describe_exit"]
 
@@ -35,7 +35,7 @@ def describe_exit(returncode: int | None) -> str:
 
 
 # Reads process-group ids until its stdin ends, then kills those groups and
-# every process that carries the run's mark (torchprobe._reap). Its stdin
+# every process that carries the run's mark (torchprobe.engine.reap). Its stdin
 # ends when torchprobe ends, however it ends — SIGKILL included, when nothing
 # in torchprobe itself can run any more. A bare interpreter (-S) starts
 # fastest; argv: the directory holding the torchprobe package, the run's mark.
@@ -49,7 +49,7 @@ for group in groups:
         pass
 try:
     sys.path.insert(0, sys.argv[1])
-    from torchprobe import _reap
+    from torchprobe.engine import reap as _reap
     _reap.sweep(sys.argv[2])
 except Exception:
     pass  # torchprobe is gone: nobody is left to tell
@@ -98,7 +98,7 @@ class Janitor:
 
 
 class WorkerProcess:
-    """One ``python -m torchprobe.worker`` running a list of checks in order."""
+    """One ``python -m torchprobe.engine.worker`` running a list of checks in order."""
 
     def __init__(self, key: str, job: list[dict[str, Any]], deadline: float, token: str) -> None:
         self.key = key
@@ -112,7 +112,7 @@ class WorkerProcess:
         # twice the memory on an H100. A value the user set is kept.
         env.setdefault("CUDA_MODULE_LOADING", "LAZY")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "torchprobe.worker"],
+            [sys.executable, "-m", "torchprobe.engine.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

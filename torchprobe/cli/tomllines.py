@@ -21,7 +21,7 @@ class Lines:
     """The lines of one TOML file (undecodable bytes replaced; none if unreadable)."""
 
     def __init__(self, path: str) -> None:
-        from torchprobe.safeio import CONFIG_CAP, read_regular
+        from torchprobe.common.safeio import CONFIG_CAP, read_regular
 
         try:
             self.lines = read_regular(path, CONFIG_CAP).decode("utf-8", "replace").splitlines()

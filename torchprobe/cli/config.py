@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchprobe.base import UsageError
+from torchprobe.engine.spec import format_check
 from torchprobe.options import duration
-from torchprobe.spec import format_check
 
 __all__ = ["BUILTIN_PROFILES", "Profile", "find_config", "load_profile", "validate_config"]
 
@@ -77,7 +77,7 @@ def _read(path: str) -> dict[str, Any]:
         import tomllib
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
-    from torchprobe.safeio import CONFIG_CAP, read_regular
+    from torchprobe.common.safeio import CONFIG_CAP, read_regular
 
     try:
         data: dict[str, Any] = tomllib.loads(read_regular(path, CONFIG_CAP).decode("utf-8"))
@@ -99,7 +99,7 @@ def _tables(path: str | None) -> Tables:
     tables: Tables = {k: (v, "built-in") for k, v in BUILTIN_PROFILES.items()}
     if path is None:
         return tables
-    from torchprobe.tomllines import Lines
+    from torchprobe.cli.tomllines import Lines
 
     data = _read(path)
     for key in data:
@@ -145,7 +145,7 @@ class _Resolver:
     many paths, is validated and expanded once (its checks run once)."""
 
     def __init__(self, tables: Tables, path: str | None) -> None:
-        from torchprobe.tomllines import Lines
+        from torchprobe.cli.tomllines import Lines
 
         self.tables = tables
         self.lines = Lines(path) if path is not None else None
@@ -193,7 +193,7 @@ class _Resolver:
         entries = table.get("checks", [])
         if not isinstance(entries, list):
             raise fail("checks", "must be a list")
-        from torchprobe.plan import plan
+        from torchprobe.engine.plan import plan
 
         own: list[str] = []
         for index, entry in enumerate(entries):
@@ -237,7 +237,7 @@ def _token(entry: Any, fail: Any) -> str:
     name = entry.get("check")
     if not isinstance(name, str) or not name:
         raise fail('an inline table needs check = "NAME"')
-    from torchprobe.registry import builtin
+    from torchprobe.engine.registry import builtin
 
     cls = builtin(name)
     repeatable = {o.key for o in cls.options if o.repeatable} if cls is not None else set()

@@ -3,7 +3,7 @@
 Where deadlines are enforced:
 
 - Checks that need torch, NVML or plugin code run in worker processes
-  (:mod:`torchprobe.worker`), one per worker name (all torch checks share one,
+  (:mod:`torchprobe.engine.worker`), one per worker name (all torch checks share one,
   so torch is imported once). The engine kills a worker with SIGKILL when the
   check in it runs past its own timeout or the run's deadline passes — a thread
   could not, since a hung native call may hold the GIL — and starts a fresh
@@ -30,11 +30,12 @@ import threading
 import time
 from typing import Any
 
-from torchprobe import _reap, scrub
 from torchprobe.base import Interrupted, Outcome, Status, UsageError
-from torchprobe.plan import Planned, plan
+from torchprobe.common import scrub
+from torchprobe.engine import reap as _reap
+from torchprobe.engine.plan import Planned, plan
+from torchprobe.engine.runner import execute
 from torchprobe.results import Result, distinct_names
-from torchprobe.runner import execute
 
 __all__ = ["Interrupted", "Planned", "plan", "run"]
 
@@ -99,7 +100,7 @@ class _Run:
             if self.janitor is not None:
                 self.janitor.dismiss()
                 # What hid from the process groups just killed: a setsid
-                # grandchild, a daemon (see torchprobe._reap).
+                # grandchild, a daemon (see torchprobe.engine.reap).
                 _reap.sweep(self.token)
             self.selector.close()
             with self.ending:
@@ -163,7 +164,7 @@ class _Run:
                 pass
 
     def _spawn(self, key: str, members: list[Planned]) -> None:
-        from torchprobe.workerproc import Janitor, WorkerProcess
+        from torchprobe.engine.workerproc import Janitor, WorkerProcess
 
         job = [
             {"index": p.index, "check": p.occurrence.check, "token": p.occurrence.text,
@@ -299,7 +300,7 @@ class _Run:
 
     def _worker_ended(self, worker: Any, crashed: bool, reason: str = "") -> None:
         """A worker is gone: fail the check it was running, restart the rest."""
-        from torchprobe.workerproc import describe_exit
+        from torchprobe.engine.workerproc import describe_exit
 
         in_flight = worker.current is not None
         if worker.current is not None:

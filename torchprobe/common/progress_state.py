@@ -2,7 +2,7 @@
 
 A probe run is a process of its own, so the reading that the next run
 compares with must outlive it: :class:`FileStore` keeps one file per server
-in the state directory (see :mod:`torchprobe.statedir`), named
+in the state directory (see :mod:`torchprobe.common.statedir`), named
 ``progress-<hash>.state`` where the hash is of the metrics URL — no URL, no
 token and no ``.json`` in the name. Each file is replaced atomically under a
 lock and belongs to one life of the container's PID 1, as the restart count
@@ -23,8 +23,14 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
-from torchprobe.statedir import STATE_ENV, default_state_dir, lock_file, process_life, read_all
-from torchprobe.statusdir import replace_atomically
+from torchprobe.common.statedir import (
+    STATE_ENV,
+    default_state_dir,
+    lock_file,
+    process_life,
+    read_all,
+)
+from torchprobe.common.statusdir import replace_atomically
 
 __all__ = ["FileStore", "MemoryStore", "StateError", "StateStore", "state_name"]
 

@@ -13,7 +13,7 @@ import re
 from typing import TYPE_CHECKING
 
 from torchprobe.checks.tcp import Deadline, WireError, connect, hostport
-from torchprobe.scrub import clean, clip
+from torchprobe.common.scrub import clean, clip
 
 if TYPE_CHECKING:
     import socket

@@ -14,10 +14,10 @@ import io
 import os
 from collections.abc import Callable
 
-from torchprobe.jsonout import dumps
+from torchprobe.common.jsonout import dumps
+from torchprobe.common.safeio import open_locked, open_own, replace_atomically, write_all
+from torchprobe.common.scrub import clean, clip
 from torchprobe.results import Report
-from torchprobe.safeio import open_locked, open_own, replace_atomically, write_all
-from torchprobe.scrub import clean, clip
 
 __all__ = ["LOG_KEEP", "LOG_MAX_BYTES", "append_event", "append_log", "write_textfile"]
 

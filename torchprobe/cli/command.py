@@ -249,7 +249,7 @@ def command(
         return ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
 
     if list_:
-        from torchprobe.listing import entries, render_list
+        from torchprobe.cli.listing import entries, render_list
 
         render_list(entries(), sys.stdout, fmt)
         return 0
@@ -260,8 +260,8 @@ def command(
             fmt, timeout if given("timeout") else REPORT_TIMEOUT, verbose, sys.stdout
         )
         return code
-    from torchprobe.session import choose_checks, run_rounds
-    from torchprobe.session import dry_run as show_plan
+    from torchprobe.cli.session import choose_checks, run_rounds
+    from torchprobe.cli.session import dry_run as show_plan
 
     from_flag = ctx.get_parameter_source("profile") is click.core.ParameterSource.COMMANDLINE
     source = choose_checks(checks, profile, from_flag, config, os.environ)
@@ -275,12 +275,12 @@ def command(
         return 0
     policy = None
     if restart_after is not None:
-        from torchprobe.restart import RestartPolicy
+        from torchprobe.cli.restart import RestartPolicy
 
         policy = RestartPolicy.from_options(restart_after, restart_signal, restart_pid,
                                             restart_force, os.environ)  # fmt: skip
         if policy is not None:
-            from torchprobe.plan import plan
+            from torchprobe.engine.plan import plan
 
             policy.refuse_readiness(plan(source.tokens, os.environ))
 
@@ -297,11 +297,11 @@ def command(
     # costs this run its line, never its deadline.
     until = _STARTED + (wait or timeout)
     if log_file:
-        from torchprobe.history import append_log
+        from torchprobe.cli.history import append_log
 
         append_log(log_file, result, _note, until)
     if prometheus_textfile:
-        from torchprobe.history import write_textfile
+        from torchprobe.cli.history import write_textfile
 
         write_textfile(prometheus_textfile, result, _note)
     if policy is not None and wait is None:
@@ -340,7 +340,7 @@ def _make_note(log_file: str | None, until: float) -> Any:
         return _note
 
     def note(message: str) -> None:
-        from torchprobe.history import append_event
+        from torchprobe.cli.history import append_event
 
         _note(message)
         append_event(log_file, "restart", message, lambda _: None, until)
@@ -373,7 +373,7 @@ def _fail(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     from torchprobe import _entry
-    from torchprobe.scrub import install
+    from torchprobe.common.scrub import install
 
     _entry.install()
     install()  # every byte on stdout and stderr from here on passes the scrubber
@@ -430,7 +430,7 @@ def _internal(exc: Exception) -> int:
         import traceback
 
         traceback.print_exc()
-    from torchprobe.runner import describe_exception
+    from torchprobe.engine.runner import describe_exception
 
     return _fail(f"internal error: {describe_exception(exc)}")
 

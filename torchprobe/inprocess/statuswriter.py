@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from torchprobe.statusdir import (
+from torchprobe.common.statusdir import (
     configured_status_dir,
     remove_quietly,
     resolve_status_dir,

@@ -1,6 +1,6 @@
 """The worker process: where checks that may hang or crash run, so they can be killed.
 
-The engine starts it as ``python -m torchprobe.worker`` — a fresh interpreter,
+The engine starts it as ``python -m torchprobe.engine.worker`` — a fresh interpreter,
 never a fork, because a forked CUDA process is unusable and a hung native call
 (NVML, a CUDA driver call) can hold the GIL, which no thread can interrupt.
 
@@ -23,10 +23,10 @@ import threading
 import time
 from typing import IO, Any
 
-from torchprobe import scrub
 from torchprobe.base import Check, UsageError
-from torchprobe.plan import instantiate, readiness_refused
-from torchprobe.runner import capture, describe_exception, execute
+from torchprobe.common import scrub
+from torchprobe.engine.plan import instantiate, readiness_refused
+from torchprobe.engine.runner import capture, describe_exception, execute
 
 PR_SET_PDEATHSIG = 1
 
@@ -71,10 +71,10 @@ class _Channel:
 
 def _load(item: dict[str, Any]) -> type[Check]:
     if item["plugin"]:
-        from torchprobe.plugins import load_plugin
+        from torchprobe.engine.plugins import load_plugin
 
         return load_plugin(item["check"], item["ref"])
-    from torchprobe.registry import load
+    from torchprobe.engine.registry import load
 
     loaded: type[Check] = load(item["ref"])
     return loaded
@@ -120,8 +120,8 @@ def _readiness(check: Check) -> bool | None:
 
 def describe_plugins() -> int:
     """``--describe``: the ``--list`` entries of the plugins named on stdin."""
-    from torchprobe.listing import describe
-    from torchprobe.plugins import load_plugin
+    from torchprobe.cli.listing import describe
+    from torchprobe.engine.plugins import load_plugin
 
     plugins: dict[str, str] = json.loads(sys.stdin.read() or "{}")
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")

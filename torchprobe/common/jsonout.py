@@ -7,7 +7,7 @@ bare words ``NaN`` and ``Infinity``, which are not JSON: JavaScript's
 value JSON has no type for is written as its ``str()``. The result always
 parses with ``json.loads(text, parse_constant=<raise>)``.
 
-Scrubbed: strings (keys too) pass through :func:`torchprobe.scrub.clean_tree`
+Scrubbed: strings (keys too) pass through :func:`torchprobe.common.scrub.clean_tree`
 before encoding, so a secret inside a value never has to be masked in the
 encoded text, where masking could break the syntax.
 """
@@ -18,7 +18,7 @@ import json
 import math
 from typing import Any
 
-from torchprobe.scrub import clean_tree
+from torchprobe.common.scrub import clean_tree
 
 __all__ = ["dumps", "finite"]
 

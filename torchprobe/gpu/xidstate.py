@@ -9,8 +9,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from torchprobe.xid import DRAIN, RESET, Policy, Rule, describe, rule
-from torchprobe.xidwatch import GpuEvent
+from torchprobe.gpu.xid import DRAIN, RESET, Policy, Rule, describe, rule
+from torchprobe.gpu.xidwatch import GpuEvent
 
 __all__ = ["XidState", "event_label"]
 

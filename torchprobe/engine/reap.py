@@ -14,7 +14,7 @@ Two things find such processes:
   such orphans, even one that cleared its environment.
 
 The engine sweeps both at the end of every run that started a worker; the
-janitor (:mod:`torchprobe.workerproc`) sweeps the marked ones when torchprobe
+janitor (:mod:`torchprobe.engine.workerproc`) sweeps the marked ones when torchprobe
 itself is killed. Standard library only: the janitor imports this module
 into a bare ``python -S`` interpreter.
 """

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from torchprobe.base import Interrupted, UsageError
-from torchprobe.statedir import (  # noqa: F401 - LOCK_WAIT, RUN_DIR: still read as restart.*
+from torchprobe.common.statedir import (  # noqa: F401 - LOCK_WAIT, RUN_DIR: still read as restart.*
     LOCK_WAIT,
     RUN_DIR,
     STATE_ENV,
@@ -38,11 +38,11 @@ from torchprobe.statedir import (  # noqa: F401 - LOCK_WAIT, RUN_DIR: still read
     process_life,
     read_all,
 )
-from torchprobe.statedir import read_text as _read
-from torchprobe.statusdir import replace_atomically
+from torchprobe.common.statedir import read_text as _read
+from torchprobe.common.statusdir import replace_atomically
 
 if TYPE_CHECKING:
-    from torchprobe.plan import Planned
+    from torchprobe.engine.plan import Planned
 
 __all__ = ["STATE_ENV", "RestartPolicy", "in_container", "process_life"]
 
@@ -148,7 +148,7 @@ class RestartPolicy:
         Each check says so itself (:meth:`Check.checks_readiness`). A plugin's
         code is never imported here: its worker asks it, and refuses before
         any check in that worker runs (see the engine's ``liveness_only``)."""
-        from torchprobe.plan import readiness_refused
+        from torchprobe.engine.plan import readiness_refused
 
         for p in planned:
             if p.readiness and p.instance is not None:

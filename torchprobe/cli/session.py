@@ -51,7 +51,7 @@ def choose_checks(arguments: tuple[str, ...], profile: str | None, profile_from_
     if arguments:
         return Source(list(arguments), "the command line")
     if profile:
-        from torchprobe.config import find_config, load_profile
+        from torchprobe.cli.config import find_config, load_profile
 
         chosen = load_profile(profile, find_config(config, environ))
         return Source(chosen.checks, f"profile {profile!r} ({chosen.source})", chosen.timeout,
@@ -62,7 +62,7 @@ def choose_checks(arguments: tuple[str, ...], profile: str | None, profile_from_
             return Source(shlex.split(configured), "TORCHPROBE_CHECKS")
         except ValueError as exc:
             raise UsageError(f"TORCHPROBE_CHECKS: {exc}") from None
-    from torchprobe.registry import DEFAULT_SET
+    from torchprobe.engine.registry import DEFAULT_SET
 
     return Source(list(DEFAULT_SET), "the default set")
 
@@ -72,7 +72,7 @@ def run_rounds(tokens: list[str], timeout: float, started: float, wait: float | 
     """Run the checks once, or with ``wait`` until a round passes or the time is
     spent. Each round has its own deadline; the whole wait never overruns.
     ``liveness_only``: a plugin that declares readiness is a usage error."""
-    from torchprobe import engine
+    from torchprobe.engine import loop as engine
 
     # A usage error stops at once, before any round. Each later round gets
     # fresh instances; the first uses these (planning 5000 checks takes 0.3 s).
@@ -108,8 +108,8 @@ def run_rounds(tokens: list[str], timeout: float, started: float, wait: float | 
 def dry_run(source: Source, timeout: float, fmt: str, config: str | None,
             environ: Mapping[str, str], fp: TextIO) -> None:  # fmt: skip
     """Print the resolved checks and options (secrets redacted); run nothing."""
-    from torchprobe.config import find_config, validate_config
-    from torchprobe.plan import plan
+    from torchprobe.cli.config import find_config, validate_config
+    from torchprobe.engine.plan import plan
 
     path = find_config(config, environ)
     if path is not None and source.profile is None:
@@ -125,7 +125,7 @@ def dry_run(source: Source, timeout: float, fmt: str, config: str | None,
         for p in planned
     ]  # fmt: skip
     if fmt == "json":
-        from torchprobe.jsonout import dumps
+        from torchprobe.common.jsonout import dumps
 
         document = {"source": source.origin, "config": path, "timeout": timeout, "format": fmt,
                     "checks": checks}  # fmt: skip

@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 
-from torchprobe.safeio import STATE_CAP, open_locked, read_fd
+from torchprobe.common.safeio import STATE_CAP, open_locked, read_fd
 
 __all__ = [
     "LOCK_WAIT",
@@ -75,7 +75,7 @@ def lock_file(path: str, wait: float = LOCK_WAIT, until: float | None = None) ->
     """Open and flock a state file (created when missing); returns the descriptor.
 
     The file must be a regular file (a link or a FIFO planted there is
-    refused: see :mod:`torchprobe.safeio`). Writers replace it by rename, so a
+    refused: see :mod:`torchprobe.common.safeio`). Writers replace it by rename, so a
     lock won on a file that has since been replaced is retried on the new one.
     Raises OSError, also when another run holds the lock for longer than
     ``wait`` seconds or past ``until`` (a ``time.monotonic()`` value: the
