@@ -103,7 +103,8 @@ def test_the_site_nav_lists_every_page() -> None:
     nav = re.findall(
         r"^\s*- (?:[^:\n]+: )?([\w./-]+\.md)$", (ROOT / "mkdocs.yml").read_text(), re.M
     )
-    pages = sorted(p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").glob("*.md"))
+    docs = ROOT / "docs"
+    pages = sorted(p.relative_to(docs).as_posix() for p in docs.rglob("*.md"))
     assert sorted(nav) == pages
 
 
