@@ -1,6 +1,6 @@
 """The app the in-process target serves under gunicorn (gthread): ``/ping``
 returns "ok"; with ``TPB_MONITOR=1`` (the default) the torchprobe monitor runs
-in the worker, as the README tells a user to set it up, and ``init_app`` adds
+in the worker, as docs/monitor.md tells a user to set it up, and ``init_app`` adds
 ``/health``, ``/ready`` and ``/metrics`` and tracks every other request.
 ``TPB_MONITOR=0`` is the same app without torchprobe: the control for the
 monitor's CPU cost. ``/pid`` names the worker; ``/cpu`` is its CPU time.

@@ -10,7 +10,7 @@ on PATH). Two figures, both from the moment ``Popen`` returns:
   run exits 0 or 1 (before it: killed by SIGTERM, status 143 in a shell).
 
 Not part of ``python -m benchmarks``: there is no target to meet, only a
-window to document (README, "How deadlines hold").
+window to document (docs/deadlines.md).
 """
 
 from __future__ import annotations

@@ -33,6 +33,29 @@ def test_list_shows_builtins_and_plugins_with_options_and_defaults() -> None:
     assert "items=  (integer, default 2)" in out
 
 
+def test_list_shows_defaults_as_a_user_writes_them() -> None:
+    """Each default in --list is a value the option accepts as written: booleans
+    as ``true``/``false``, whole numbers without ``.0``, durations with a unit."""
+    import re
+
+    out = run_cli("--list").stdout
+    assert "max-memory=  (number, default 98)" in out
+    assert "insecure=  (true|false, default false)" in out
+    assert "connect-timeout=  (duration, default 2s)" in out
+    assert "by=  (number, default 0.01)" in out
+    assert not re.findall(r"default (?:True|False|-?\d+\.0\b)", out)
+    assert not re.findall(r"\(duration, default [\d.]+\)", out)
+
+
+def test_list_json_keeps_defaults_typed() -> None:
+    data = json.loads(run_cli("--list", "--format", "json").stdout)
+    options = {(c["name"], o["key"]): o for c in data["checks"] for o in c["options"]}
+    assert options["nvml", "max-memory"]["default"] == 98
+    assert options["http", "insecure"]["default"] is False
+    assert options["grpc", "connect-timeout"]["default"] == 2
+    assert options["grpc", "connect-timeout"]["type"] == "duration"
+
+
 def test_list_json_is_for_tools() -> None:
     data = json.loads(run_cli("--list", "--format", "json").stdout)
     checks = {c["name"]: c for c in data["checks"]}

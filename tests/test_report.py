@@ -25,8 +25,8 @@ NO_DRIVER = not os.path.exists("/dev/nvidiactl")
 # The fake NVML lacks some readings the report takes (PCI, utilisation, power,
 # clocks, persistence, retired pages, graphics processes, NVML version); without
 # them the binding answers UNINITIALIZED. This sitecustomize adds them to the
-# fake in every process of a run (the workers too), with the H100 of facts.md
-# as defaults; a scenario overrides them per device like any other reading.
+# fake in every process of a run (the workers too), with an idle H100's readings
+# (tests/fakes/pynvml.py) as defaults; a scenario overrides them per device like any other reading.
 _READINGS = """
 import os
 

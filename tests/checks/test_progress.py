@@ -487,10 +487,14 @@ def test_closed_listener_for_metrics_never_hangs(env: dict[str, str]) -> None:
 def test_the_readmes_progress_and_stall_examples_are_valid() -> None:
     import shlex
 
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    commands = re.findall(r"^torchprobe '(progress:[^']*)'$", readme, re.M)
-    tokens = re.findall(r'"((?:vllm|triton|tgi|sglang|bentoml):[^"]*stall=[^"]*)"', readme)
-    assert commands and tokens
+    from docs_text import documentation
+
+    text = documentation()
+    commands = list(dict.fromkeys(re.findall(r"^torchprobe '(progress:[^']*)'$", text, re.M)))
+    tokens = re.findall(r'"((?:vllm|triton|tgi|sglang|bentoml):[^"]*stall=[^"]*)"', text)
+    tokens = list(dict.fromkeys(tokens))
+    # At least as many as the README held before its examples moved to docs/.
+    assert len(commands) >= 1 and len(tokens) >= 2, (commands, tokens)
     for token in [*commands, *tokens]:
         done = run_cli(*shlex.split(f"'{token}'"), "--dry-run")
         assert done.rc == 0, (token, done.stdout, done.stderr)

@@ -18,8 +18,8 @@ document or the path of a JSON file, read again at every ``nvmlInit``::
                   "errors": {"nvmlDeviceGetTemperature": "NOT_SUPPORTED"},
                   "hang": {"nvmlDeviceGetMemoryInfo": 30}, "mig_devices": []}]}
 
-Every key is optional. A device's readings default to ``_H100`` below (the GPU
-measured in facts.md), with one such device when ``devices`` is absent.
+Every key is optional. A device's readings default to ``_H100`` below (an idle
+H100 as NVML read it: docs/checks.md, nvml), with one such device when ``devices`` is absent.
 
 - A reading whose value is an NVML error name (``"NOT_SUPPORTED"``,
   ``"GPU_IS_LOST"``, any ``NVML_ERROR_*`` suffix, case-insensitive) raises that
@@ -96,7 +96,7 @@ else:
     globals().update({k: v for k, v in vars(real).items() if not k.startswith("_")})
 
 _MIB = 1 << 20
-# The H100 of facts.md: 81559 MiB in all, 480 MiB of it the driver's reservation;
+# An idle H100 as NVML read it: 81559 MiB in all, 480 MiB of it the driver's reservation;
 # retired pages NOT_SUPPORTED because an H100 remaps rows instead.
 _H100: dict[str, Any] = json.loads(
     """{"name": "NVIDIA H100 80GB HBM3",

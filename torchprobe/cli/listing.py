@@ -29,6 +29,23 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+def _number(value: float) -> str:
+    """A number as a user writes it: ``98``, not ``98.0``; ``0.01`` as given."""
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+
+
+def _shown(default: Any, type_name: str) -> str:
+    """A default as it would be written on the command line: ``true``/``false``
+    (the values the boolean converter reads), ``98`` and ``0.01``, and a
+    duration with its unit, ``2s`` (the duration converter returns seconds)."""
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, (int, float)):
+        number = _number(float(default)) if isinstance(default, float) else str(default)
+        return f"{number}s" if type_name == "duration" else number
+    return str(default)
+
+
 def describe(cls: type[Check], source: str) -> dict[str, Any]:
     return {
         "name": cls.name,
@@ -133,7 +150,7 @@ def render_list(found: list[dict[str, Any]], fp: TextIO, fmt: str) -> None:
             if o.get("required"):
                 flags.append("required")
             elif o.get("default") not in (None, "", []):
-                flags.append(f"default {o['default']}")
+                flags.append(f"default {_shown(o['default'], o['type'])}")
             if o.get("repeatable"):
                 flags.append("repeatable")
             if o.get("secret"):
