@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import cli_targets, concurrency, driver_targets, inprocess, report
+from . import cli_targets, concurrency, docker_round, driver_targets, inprocess, report
 from .harness import MISSED, REPO, Settings, SetupError, Target
 
 DEFAULT_JSON = REPO / "build" / "benchmarks" / "results.json"  # build/ is git-ignored
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         "beside the JSON with --quick)",
     )
     parser.add_argument("--no-plot", action="store_true", help="draw no plot")
-    groups_help = "startup,http,nvml,concurrency,torch,inprocess,gpu,driver"
+    groups_help = "startup,http,nvml,concurrency,torch,inprocess,gpu,driver,docker"
     parser.add_argument(
         "--only",
         default="",
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "inprocess": lambda: inprocess.in_process(settings),
         "gpu": gpu_footprint,
         "driver": lambda: driver_targets.driver_path(settings),
+        "docker": lambda: docker_round.docker_round(settings),
     }
     chosen = [g.strip() for g in args.only.split(",") if g.strip()] or list(groups)
     unknown = [g for g in chosen if g not in groups]

@@ -246,10 +246,15 @@ def import_profile(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
         stderr=subprocess.PIPE,
         text=True,
     )
+    return parse_importtime(proc.stderr)
+
+
+def parse_importtime(stderr: str) -> dict[str, Any]:
+    """The figures of ``-X importtime``'s lines in ``stderr``."""
     modules: list[str] = []
     top: list[tuple[int, str]] = []
     own: list[tuple[int, str]] = []
-    for line in proc.stderr.splitlines():
+    for line in stderr.splitlines():
         if not line.startswith("import time:") or "imported package" in line:
             continue
         self_us, cumulative, name = line[len("import time:") :].split("|")

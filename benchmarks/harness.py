@@ -63,6 +63,7 @@ class Settings:
     cpu_window: float  # seconds of idle server measured for the monitor's CPU
     wrk_seconds: int
     wrk_rounds: int
+    docker_reps: int  # rounds of docker exec (about 0.1 s each) in one container
 
     @classmethod
     def make(cls, quick: bool) -> Settings:
@@ -77,6 +78,7 @@ class Settings:
                 cpu_window=10.0,
                 wrk_seconds=4,
                 wrk_rounds=1,
+                docker_reps=5,
             )
         return cls(
             quick=False,
@@ -88,6 +90,7 @@ class Settings:
             cpu_window=30.0,
             wrk_seconds=10,
             wrk_rounds=3,
+            docker_reps=40,
         )
 
 

@@ -11,20 +11,25 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # benchmarks/ is a directory of the repository, not installed
     sys.path.insert(0, str(REPO))
 
+from benchmarks.docker_round import engine_missing  # noqa: E402
 from benchmarks.harness import Command, Target, clean_env, run_once  # noqa: E402
 from benchmarks.report import exit_code  # noqa: E402
 
 pytestmark = pytest.mark.bench
 
+#: The rows timed by ``docker exec`` in a container: a Docker engine is needed.
+DOCKER_TARGETS = {"docker-curl", "docker-click", "docker-floor", "docker-python"}
 TARGETS = {
     "startup-version",
     "startup-help",
@@ -45,6 +50,7 @@ TARGETS = {
     "gpu-footprint",
     "driver-wall",
     "driver-memory",
+    *DOCKER_TARGETS,
 }
 
 
@@ -53,8 +59,11 @@ def _number(value: Any) -> bool:
 
 
 def _unmeasurable() -> set[str]:
-    """What this machine cannot measure: no GPU, or no wrk to load the server."""
+    """What this machine cannot measure: no GPU, no wrk to load the server, or
+    no Docker engine (test_quick_run_times_the_round_in_a_container says so)."""
     missing = {"gpu-footprint"}
+    if engine_missing():
+        missing |= DOCKER_TARGETS
     if shutil.which("nvidia-smi") is None:
         missing |= {"nvml-floor", "driver-wall", "driver-memory"}
     if shutil.which("wrk") is None:
@@ -62,8 +71,18 @@ def _unmeasurable() -> set[str]:
     return missing
 
 
-def test_quick_run_exits_0_or_1_and_writes_figures_for_every_target(tmp_path: Path) -> None:
-    out = tmp_path / "results.json"
+@dataclass
+class QuickRun:
+    code: int
+    output: str
+    doc: dict[str, Any]
+    json: Path
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> QuickRun:
+    """One ``--quick`` run of every group, for the tests below."""
+    out = tmp_path_factory.mktemp("bench") / "results.json"
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)],
         cwd=REPO,
@@ -74,9 +93,13 @@ def test_quick_run_exits_0_or_1_and_writes_figures_for_every_target(tmp_path: Pa
     output = proc.stdout + proc.stderr
     assert proc.returncode in (0, 1), output
     assert "Traceback" not in output, output
-    doc = json.loads(out.read_text())
+    return QuickRun(proc.returncode, output, json.loads(out.read_text()), out)
+
+
+def test_quick_run_exits_0_or_1_and_writes_figures_for_every_target(quick_run: QuickRun) -> None:
+    doc, output, out = quick_run.doc, quick_run.output, quick_run.json
     assert doc["quick"] is True
-    assert doc["ok"] is (proc.returncode == 0)
+    assert doc["ok"] is (quick_run.code == 0)
     targets = {t["id"]: t for t in doc["targets"]}
     assert set(targets) == TARGETS, output
     unmeasurable = _unmeasurable()
@@ -96,7 +119,25 @@ def test_quick_run_exits_0_or_1_and_writes_figures_for_every_target(tmp_path: Pa
     except ImportError:
         assert "matplotlib is not installed" in output
     else:
-        assert (tmp_path / "performance-checks.png").stat().st_size > 0
+        assert (out.parent / "performance-checks.png").stat().st_size > 0
+
+
+def test_quick_run_times_the_round_in_a_container(quick_run: QuickRun) -> None:
+    why = engine_missing()
+    targets = {t["id"]: t for t in quick_run.doc["targets"]}
+    if why:  # the rows say why they are empty, and so does this test's skip
+        assert all(why in targets[name]["note"] for name in DOCKER_TARGETS), targets
+    require(not why, why)
+    rows = [targets[name] for name in sorted(DOCKER_TARGETS)]
+    reps = quick_run.doc["settings"]["docker_reps"]
+    for row in rows:
+        assert row["status"] in ("ok", "missed", "report"), row
+        assert _number(row["ratio"]) and len(row["samples"]["torchprobe"]) == reps, row
+    # One row is judged: against curl, or against the import-click floor where
+    # that floor alone already takes longer than curl's round is allowed.
+    judged = [row["id"] for row in rows if row["kind"] == "ratio"]
+    assert judged in (["docker-curl"], ["docker-click"]), rows
+    assert targets["docker-curl"]["extra"]["curl"].startswith("curl "), targets["docker-curl"]
 
 
 def test_peak_rss_is_the_commands_own_not_the_parents() -> None:

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 import zipfile
@@ -28,18 +27,8 @@ from typing import Any
 import pytest
 from conftest import require
 
-ROOT = Path(__file__).resolve().parents[2]
-BASE_IMAGE = os.environ.get("TORCHPROBE_E2E_BASE", "local/bookworm-python:latest")
-IMAGE = "torchprobe-e2e:latest"
-#: On every image the suite builds, so that its superseded builds can be pruned.
-LABEL = "org.torchprobe.e2e=1"
-#: What the wheels are for: the base image's Python.
-PYTHON_VERSION = "3.11"
-#: The CPU build: an unpinned torch resolves to a CUDA build of several GB.
-TORCH = "torch==2.13.0"
-# pip wheel makes the same bytes from the same source with a fixed date, so
-# Docker's layer cache holds across sessions while the source is unchanged.
-FIXED_DATE = "315532800"
+from . import images
+from .images import ROOT
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -73,59 +62,30 @@ def engine() -> str:
     return done.stdout.strip()
 
 
-def _pip(*args: str) -> None:
-    env = dict(os.environ, SOURCE_DATE_EPOCH=FIXED_DATE, PIP_DISABLE_PIP_VERSION_CHECK="1")
-    done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True,
-                          timeout=600, env=env, stdin=subprocess.DEVNULL)  # fmt: skip
-    assert done.returncode == 0, f"pip {' '.join(args)}:\n{done.stdout[-2000:]}{done.stderr}"
-
-
-def _copytree(source: Path, target: Path) -> None:
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pt"))
-
-
 @pytest.fixture(scope="session")
 def build_context(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """What Dockerfile.example needs, and wheels/ with everything it installs."""
-    context = tmp_path_factory.mktemp("context")
-    for name in ("Dockerfile.example", "pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, context / name)
-    _copytree(ROOT / "torchprobe", context / "torchprobe")
-    _copytree(ROOT / "examples" / "flask_app", context / "examples" / "flask_app")
-    wheels = context / "wheels"
-    _pip("wheel", "--no-deps", "--wheel-dir", str(wheels), str(ROOT))
-    # Binary wheels for the base image's Python, whatever Python runs the tests;
-    # torch's CPU wheel comes from pip's local find-links where it is configured.
-    platforms = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
-    _pip(
-        "download", "--only-binary=:all:", "--python-version", PYTHON_VERSION,
-        "--implementation", "cp", *(f"--platform={p}" for p in platforms),
-        "--dest", str(wheels), TORCH, "click>=8.1", "nvidia-ml-py>=12.535",
-        "-r", str(ROOT / "examples" / "flask_app" / "requirements.txt"),
-    )  # fmt: skip
-    return context
+    try:
+        return images.make_context(tmp_path_factory.mktemp("context"))
+    except images.BuildError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")
 def image(engine: str, build_context: Path) -> str:
     """Dockerfile.example, built once for the session on the local base image."""
-    if docker("image", "inspect", BASE_IMAGE, check=False).returncode != 0:
-        setup = subprocess.run(["bash", str(ROOT / ".ci" / "docker-setup.sh")],
-                               capture_output=True, text=True, timeout=900)  # fmt: skip
-        require(setup.returncode == 0,
-                f"base image {BASE_IMAGE} missing and .ci/docker-setup.sh failed:\n"
-                f"{setup.stdout[-1500:]}{setup.stderr[-1500:]}")  # fmt: skip
+    if not images.base_image_present():
+        try:
+            images.make_base_image()
+        except images.BuildError as exc:
+            require(False, str(exc))
     started = time.monotonic()
-    done = subprocess.run(
-        ["docker", "build", "-q", "-f", "Dockerfile.example", "--build-arg", f"BASE={BASE_IMAGE}",
-         "--label", LABEL, "-t", IMAGE, "."],
-        cwd=build_context, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert done.returncode == 0, f"docker build failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
-    # The previous session's image, untagged by this build: 1.4 GB each otherwise.
-    docker("image", "prune", "-f", "--filter", f"label={LABEL}", check=False)
-    print(f"\n[e2e] built {IMAGE} on engine {engine} in {time.monotonic() - started:.0f}s")
-    return IMAGE
+    try:
+        built = images.build_image(build_context)
+    except images.BuildError as exc:
+        pytest.fail(str(exc))
+    print(f"\n[e2e] built {built} on engine {engine} in {time.monotonic() - started:.0f}s")
+    return built
 
 
 @pytest.fixture(scope="session")
@@ -134,7 +94,10 @@ def test_plugins(tmp_path_factory: pytest.TempPathFactory) -> Path:
     checks that misbehave on purpose (a GIL-holding hang), found as entry points
     through the wheel's own dist-info."""
     wheels = tmp_path_factory.mktemp("plugin-wheel")
-    _pip("wheel", "--no-deps", "--wheel-dir", str(wheels), str(ROOT / "tests" / "plugins"))
+    try:
+        images.pip("wheel", "--no-deps", "--wheel-dir", str(wheels), str(ROOT / "tests/plugins"))
+    except images.BuildError as exc:
+        pytest.fail(str(exc))
     target = tmp_path_factory.mktemp("plugins")
     (wheel,) = wheels.glob("*.whl")
     with zipfile.ZipFile(wheel) as archive:
