@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
+from torchprobe.common.deadline import Deadline
 from torchprobe.options import text
 
 __all__ = [
@@ -161,7 +162,10 @@ class Check:
     carries its options as attributes (``self.max_memory``), plus ``timeout``
     (seconds, from the ``timeout=`` option or the class default) and
     ``deadline`` (a ``time.monotonic()`` value the engine sets just before
-    ``run``: an I/O check can size its socket timeouts with :meth:`remaining`).
+    ``run``: an I/O check can size its socket timeouts with :meth:`remaining`)
+    and ``clock``, the same deadline as a :class:`~torchprobe.common.deadline.Deadline`
+    that also knows whether the run's deadline cut the check's timeout short
+    and how to word a timeout (the network layer takes it).
 
     ``worker`` says where the check runs. A name (``"torch"``, ``"nvml"``)
     runs it in a worker process of that name, started with a fresh
@@ -182,6 +186,7 @@ class Check:
     accept_any: ClassVar[bool] = False
 
     deadline: float = 0.0
+    _clock: Deadline | None = None
 
     def __init__(self, **values: Any) -> None:
         for option in self.options:
@@ -216,6 +221,25 @@ class Check:
         """Do the work. Return normally to pass (a string becomes the message),
         return outcomes for several result lines, raise to fail."""
         raise NotImplementedError
+
+    @property
+    def clock(self) -> Deadline:
+        """This run's deadline as the engine granted it; where ``deadline`` was
+        set by hand (a test, a tool calling ``run()``), a deadline at that time
+        for ``timeout``."""
+        clock = self._clock
+        if clock is not None and clock.at == self.deadline:
+            return clock
+        left = self.deadline - time.monotonic()
+        if left < self.timeout:  # less than its timeout is left: that is what it gets
+            return Deadline(self.deadline, max(0.0, left), capped=True)
+        return Deadline(self.deadline, self.timeout)
+
+    @clock.setter
+    def clock(self, clock: Deadline) -> None:
+        self._clock = clock
+        self.deadline = clock.at
+        self.timeout = clock.timeout
 
     def remaining(self) -> float:
         """Seconds left before this check's deadline (never negative)."""

@@ -10,13 +10,35 @@ from typing import Any
 
 from torchprobe.base import Status
 
-__all__ = ["Report", "Result", "distinct_names"]
+__all__ = ["REASONS", "Report", "Result", "distinct_names", "reason_of"]
+
+#: Why a result is what it is, for renderers and the report to read instead of
+#: its message: ``passed``, ``skipped``, ``failed`` (the check said so),
+#: ``error`` (the check raised, or could not be loaded or started),
+#: ``timeout`` (its own timeout ran out), ``deadline`` (the run's deadline or
+#: the end of ``--wait`` cut it short or left it unstarted), ``crash`` (its
+#: worker process died under it).
+REASONS = ("passed", "skipped", "failed", "error", "timeout", "deadline", "crash")
+
+
+def reason_of(status: Status, error: str | None = None, ended: str | None = None) -> str:
+    """The reason of a result: ``ended`` where the engine ended the check, else
+    what its status and traceback (``error``) say."""
+    if status is Status.PASS:
+        return "passed"
+    if status is Status.SKIP:
+        return "skipped"
+    if ended is not None:
+        return ended
+    return "error" if error else "failed"
 
 
 class Result:
     """One line of output: one outcome of one check occurrence."""
 
-    __slots__ = ("check", "name", "status", "message", "duration", "details", "options", "error")
+    __slots__ = (
+        "check", "name", "status", "message", "duration", "details", "options", "error", "reason",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -28,6 +50,7 @@ class Result:
         details: dict[str, Any] | None = None,
         options: dict[str, Any] | None = None,
         error: str | None = None,
+        reason: str | None = None,
     ) -> None:
         self.check = check
         self.name = name
@@ -37,6 +60,8 @@ class Result:
         self.details = details or {}
         self.options = options or {}
         self.error = error
+        #: One of :data:`REASONS`.
+        self.reason = reason or reason_of(status, error)
 
     def __bool__(self) -> bool:
         return self.status is not Status.FAIL

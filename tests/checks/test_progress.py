@@ -534,7 +534,7 @@ def test_a_memory_store_judges_as_the_file_store_does(tmp_path: Path) -> None:
     from torchprobe.checks.http import parse_url
     from torchprobe.checks.presets import VLLM as Preset
     from torchprobe.checks.stall import ServerMetrics
-    from torchprobe.checks.tcp import Deadline
+    from torchprobe.common.deadline import Deadline
     from torchprobe.common.progress_state import FileStore, MemoryStore
 
     assert isinstance(Preset.metrics, ServerMetrics)
@@ -546,7 +546,7 @@ def test_a_memory_store_judges_as_the_file_store_does(tmp_path: Path) -> None:
         url = parse_url(f"{server.url}/metrics")
         for _ in range(2):
             for name, store in stores.items():
-                clock = Deadline(time.monotonic() + 5, 5)
+                clock = Deadline.after(5)
                 verdict = watch(what, url, clock=clock, stall=1, store=store, key="k")
                 states[name].append(verdict.state)
             time.sleep(PAST_STALL)

@@ -12,6 +12,7 @@ from torchprobe.base import CheckFailed, Status
 from torchprobe.checks._torch import describe_cuda_error, describe_oom, nvml_memory
 from torchprobe.checks.cuda import CudaCheck
 from torchprobe.checks.tensor import TensorCheck
+from torchprobe.common.deadline import Deadline
 from torchprobe.engine.runner import execute
 
 torch = pytest.importorskip("torch")
@@ -70,7 +71,7 @@ def test_tensor_fails_when_the_device_computes_garbage(monkeypatch: pytest.Monke
     check = TensorCheck(device=["cpu"])
     check.setup()
     monkeypatch.setattr(torch.Tensor, "item", lambda self: 29.0)
-    outcomes, _, _ = execute(check, 5.0)
+    outcomes, _, _ = execute(check, Deadline.after(5.0))
     assert outcomes[0].status is Status.FAIL
     assert "wrong result 29.0 (expected 30.0)" in outcomes[0].message
 

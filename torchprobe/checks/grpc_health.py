@@ -20,8 +20,9 @@ from typing import Any
 
 from torchprobe.base import Check, CheckFailed, Option, Outcome, UsageError, passed
 from torchprobe.checks.http import _HeaderOption
-from torchprobe.checks.tcp import _address, hostport, seconds
+from torchprobe.common.deadline import seconds
 from torchprobe.common.scrub import clip
+from torchprobe.net.connect import address_option, hostport
 from torchprobe.options import boolean, duration, text
 
 __all__ = ["GrpcHealthCheck", "decode_status", "encode_request"]
@@ -99,7 +100,7 @@ class GrpcHealthCheck(Check):
         "gRPC health: grpc.health.v1.Health/Check answers SERVING (needs torchprobe[grpc])"
     )
     options = (
-        Option("address", _address, required=True, help="HOST:PORT, [::1]:PORT for IPv6"),
+        Option("address", address_option, required=True, help="HOST:PORT, [::1]:PORT for IPv6"),
         Option("service", text, default="", help="the service to ask about (default: the server)"),
         Option("connect-timeout", duration, default=2.0, help="to establish the connection"),
         Option("rpc-timeout", duration, default=2.0, help="for the health RPC itself"),

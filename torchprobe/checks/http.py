@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from torchprobe.base import Check, CheckFailed, Option, Outcome, UsageError, passed
-from torchprobe.checks.tcp import Deadline, hostport, split_hostport
+from torchprobe.common.deadline import Deadline
 from torchprobe.common.scrub import clip, register_basic
+from torchprobe.net.connect import WireError, hostport, split_hostport
 from torchprobe.net.wire import BODY_LIMIT
 from torchprobe.options import boolean, choice, text
 
@@ -259,7 +260,7 @@ class HttpCheck(Check):
     def run(self) -> Outcome:
         reply = exchange(
             self.url,
-            clock=Deadline.of(self),
+            clock=self.clock,
             method=self.method,
             headers=self.header,
             proxy=self.proxy,
@@ -379,7 +380,7 @@ def exchange(
                 body=payload,
                 limit=limit,
             )
-        except wire.WireError as exc:
+        except WireError as exc:
             details = {"url": url.shown, "phase": exc.phase, **exc.details}
             if hops:
                 details["final_url"] = current.shown

@@ -30,7 +30,7 @@ from typing import Any
 from torchprobe.base import Check, CheckFailed, Option, Outcome, UsageError, passed
 from torchprobe.checks.http import Url, _HeaderOption, _UrlOption, exchange
 from torchprobe.checks.promtext import METRICS_LIMIT, Selector, need_parser, read_series, selectors
-from torchprobe.checks.tcp import Deadline
+from torchprobe.common.deadline import Deadline
 from torchprobe.common.progress_state import FileStore, StateError, StateStore
 from torchprobe.options import boolean, duration
 
@@ -288,7 +288,7 @@ class ProgressCheck(Check):
         verdict = watch(
             what,
             self.url,
-            clock=Deadline.of(self),
+            clock=self.clock,
             stall=self.stall,
             headers=self.header,
             insecure=self.insecure,

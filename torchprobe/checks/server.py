@@ -42,7 +42,7 @@ from torchprobe.checks.http import (
     parse_url,
 )
 from torchprobe.checks.stall import NoMetrics, ServerMetrics, check_options, progress, stall_options
-from torchprobe.checks.tcp import Deadline, seconds
+from torchprobe.common.deadline import Deadline, seconds
 from torchprobe.common.scrub import clean, register
 from torchprobe.net.wire import BODY_LIMIT
 from torchprobe.options import boolean, choice, text
@@ -264,7 +264,7 @@ class ServerCheck(Check):
 
     def run(self) -> Outcome:
         start = time.monotonic()
-        clock = Deadline.of(self)
+        clock = self.clock
         self._answered = ""
         base = self.base("url")
         seen: list[str] = []
@@ -320,7 +320,7 @@ class ServerCheck(Check):
         self._where = where
         if endpoint.info:  # an extra for the report may not eat the verdict's time
             budget = min(INFO_TIME, clock.left() / 2)
-            clock = Deadline(time.monotonic() + budget, budget)
+            clock = Deadline.after(budget)
         try:
             reply = exchange(
                 url,

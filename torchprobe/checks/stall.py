@@ -20,7 +20,7 @@ from torchprobe.base import CheckFailed, Option, UsageError
 from torchprobe.checks.http import Url, _UrlOption, parse_url
 from torchprobe.checks.progress import Watch, refuse, watch
 from torchprobe.checks.promtext import need_parser
-from torchprobe.checks.tcp import Deadline
+from torchprobe.common.deadline import Deadline
 from torchprobe.options import duration
 
 if TYPE_CHECKING:

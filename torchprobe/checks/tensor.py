@@ -13,7 +13,7 @@ from typing import Any
 from torchprobe.base import Check, CheckFailed, Option, Outcome, UsageError, failed, passed
 from torchprobe.checks import matmul
 from torchprobe.checks._torch import build_info, describe_cuda_error, import_torch
-from torchprobe.engine.runner import error_details
+from torchprobe.common.errors import error_details
 from torchprobe.options import boolean, choice, integer, listof
 
 __all__ = ["TensorCheck"]

@@ -430,7 +430,7 @@ def _internal(exc: Exception) -> int:
         import traceback
 
         traceback.print_exc()
-    from torchprobe.engine.runner import describe_exception
+    from torchprobe.common.errors import describe_exception
 
     return _fail(f"internal error: {describe_exception(exc)}")
 

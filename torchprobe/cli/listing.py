@@ -12,21 +12,13 @@ import subprocess
 import sys
 from typing import Any, TextIO
 
-from torchprobe.base import Check
+from torchprobe.engine.registry import describe
 from torchprobe.engine.spec import UNIVERSAL
 
 __all__ = ["describe", "entries", "render_list"]
 
 #: How long one plugin may take to import for --list.
 PLUGIN_DESCRIBE_TIMEOUT = 5.0
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)):
-        return "|".join(str(v) for v in value)
-    return str(value)
 
 
 def _number(value: float) -> str:
@@ -44,30 +36,6 @@ def _shown(default: Any, type_name: str) -> str:
         number = _number(float(default)) if isinstance(default, float) else str(default)
         return f"{number}s" if type_name == "duration" else number
     return str(default)
-
-
-def describe(cls: type[Check], source: str) -> dict[str, Any]:
-    return {
-        "name": cls.name,
-        "description": cls.description,
-        "source": source,
-        "timeout": cls.timeout,
-        "runs_in": "worker process"
-        if cls.worker is not None or source != "built-in"
-        else "torchprobe process",
-        "options": [
-            {
-                "key": o.key,
-                "type": o.type_name,
-                "default": _default(o.default),
-                "required": o.required,
-                "repeatable": o.repeatable,
-                "secret": o.secret,
-                "help": o.help,
-            }
-            for o in cls.options
-        ],
-    }
 
 
 def entries() -> list[dict[str, Any]]:

@@ -9,21 +9,17 @@ arguments, else the profile (``--profile`` / ``$TORCHPROBE_PROFILE``), else
 from __future__ import annotations
 
 import os
-import shlex
 import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
 from torchprobe import __version__
 from torchprobe.base import UsageError
+from torchprobe.common.deadline import Deadline
 from torchprobe.results import Report
 
 __all__ = ["Source", "choose_checks", "dry_run", "run_rounds"]
 
-#: Time kept back from a round's deadline to kill workers and print the report,
-#: plus this much per check: failing 5000 unfinished checks and printing their
-#: report took 0.35 s (70 µs each; 2 shared cores, Python 3.11).
-DEADLINE_MARGIN, REPORT_COST = 0.05, 0.0001
 #: --wait's interval grows by this factor each round, up to this many times the first.
 BACKOFF, BACKOFF_CAP = 1.5, 5.0
 #: The least time worth starting a last --wait round with.
@@ -59,6 +55,8 @@ def choose_checks(arguments: tuple[str, ...], profile: str | None, profile_from_
     configured = environ.get("TORCHPROBE_CHECKS", "")
     if configured.strip():
         try:
+            import shlex  # only here: 0.35 ms of every start-up otherwise
+
             return Source(shlex.split(configured), "TORCHPROBE_CHECKS")
         except ValueError as exc:
             raise UsageError(f"TORCHPROBE_CHECKS: {exc}") from None
@@ -77,22 +75,17 @@ def run_rounds(tokens: list[str], timeout: float, started: float, wait: float | 
     # A usage error stops at once, before any round. Each later round gets
     # fresh instances; the first uses these (planning 5000 checks takes 0.3 s).
     planned = engine.plan(tokens, os.environ)
-    margin = DEADLINE_MARGIN + REPORT_COST * len(planned)
     end = started + wait if wait else None
     rounds = 0
     pause = interval
     while True:
         rounds += 1
         round_start = time.monotonic() if rounds > 1 else started
-        deadline = round_start + timeout - margin
-        # Which budget ends this round: its own --timeout, or what is left of --wait.
-        waits = end is not None and end - margin < deadline
-        if end is not None:
-            deadline = min(deadline, end - margin)
+        # Its own --timeout, or what is left of --wait when that ends first.
+        deadline = Deadline.for_round(round_start, timeout, len(planned), end, wait)
         if rounds > 1:
             planned = engine.plan(tokens, os.environ)
-        results = engine.run(planned, deadline, timeout, liveness_only=liveness_only,
-                             wait=wait if waits else None)  # fmt: skip
+        results = engine.run(planned, deadline, liveness_only=liveness_only)
         report = Report(results, time.monotonic() - started, __version__, rounds)
         report.undeclared = [p.occurrence.label for p in planned
                              if p.plugin and p.readiness is None]  # fmt: skip

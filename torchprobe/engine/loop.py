@@ -28,13 +28,18 @@ import selectors
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
-from torchprobe.base import Interrupted, Outcome, Status, UsageError
+from torchprobe.base import Interrupted, Outcome, UsageError
 from torchprobe.common import scrub
+from torchprobe.common.deadline import Deadline
+from torchprobe.engine import protocol
 from torchprobe.engine import reap as _reap
 from torchprobe.engine.plan import Planned, plan
 from torchprobe.engine.runner import execute
+
+if TYPE_CHECKING:
+    from torchprobe.engine.workerproc import Janitor, WorkerProcess
 from torchprobe.results import Result, distinct_names
 
 __all__ = ["Interrupted", "Planned", "plan", "run"]
@@ -50,32 +55,28 @@ INLINE_GRACE = 0.2
 INLINE_THREADS = 128
 
 
-def run(planned: list[Planned], deadline: float, budget: float, liveness_only: bool = False,
-        wait: float | None = None) -> list[Result]:  # fmt: skip
+def run(planned: list[Planned], deadline: Deadline, liveness_only: bool = False) -> list[Result]:
     """Run every planned check; return results in the order the checks were given.
 
-    ``deadline`` is a ``time.monotonic()`` value: nothing runs past it.
-    ``budget`` is the run's whole timeout, for messages; ``wait`` is the
-    ``--wait`` time where its end, not the round's timeout, is the deadline.
-    With ``liveness_only`` a plugin's worker refuses a plugin that declares
+    Nothing runs past ``deadline`` (the round's: see
+    :meth:`~torchprobe.common.deadline.Deadline.for_round`). With
+    ``liveness_only`` a plugin's worker refuses a plugin that declares
     readiness (a usage error) before it runs any check.
     """
-    return _Run(planned, deadline, budget, liveness_only, wait).go()
+    return _Run(planned, deadline, liveness_only).go()
 
 
 class _Run:
-    def __init__(self, planned: list[Planned], deadline: float, budget: float,
-                 liveness_only: bool = False, wait: float | None = None) -> None:  # fmt: skip
+    def __init__(self, planned: list[Planned], deadline: Deadline,
+                 liveness_only: bool = False) -> None:  # fmt: skip
         self.planned = planned
         self.liveness_only = liveness_only
-        #: What the deadline is, for messages: "<cut> 1.2s into the check".
-        self.cut = (f"the --wait time ({_secs(wait)}) ran out" if wait is not None
-                    else f"the run's deadline ({_secs(budget)}) passed")  # fmt: skip
         self.by_index = {p.index: p for p in planned}
-        self.deadline = deadline
+        self.clock = deadline
+        self.deadline = deadline.at
         self.selector = selectors.DefaultSelector()
-        self.workers: list[Any] = []
-        self.janitor: Any = None
+        self.workers: list[WorkerProcess] = []
+        self.janitor: Janitor | None = None
         self.token = _reap.new_token()
         self.inline_done: queue.Queue[tuple[int, list[Outcome], str | None, float]] = queue.Queue()
         self.inline_waiting: collections.deque[Planned] = collections.deque()
@@ -142,13 +143,12 @@ class _Run:
                 if now >= self.deadline:
                     return
                 p = self.inline_waiting.popleft()
-                timeout = max(0.001, min(p.timeout, self.deadline - now))
-                p.capped = timeout < p.timeout
-                p.started, p.limit, p.phase = now, now + timeout + INLINE_GRACE, "running"
+                p.clock = clock = self.clock.grant(p.timeout, now)
+                p.started, p.limit, p.phase = now, clock.at + INLINE_GRACE, "running"
                 self.inline_started.put(p)
                 self._wake()
             assert p.instance is not None
-            outcomes, error, duration = execute(p.instance, timeout)
+            outcomes, error, duration = execute(p.instance, clock)
             self.inline_done.put((p.index, outcomes, error, duration))
             with self.ending:
                 self._wake()
@@ -166,11 +166,12 @@ class _Run:
     def _spawn(self, key: str, members: list[Planned]) -> None:
         from torchprobe.engine.workerproc import Janitor, WorkerProcess
 
-        job = [
-            {"index": p.index, "check": p.occurrence.check, "token": p.occurrence.text,
-             "ref": p.reference, "plugin": p.plugin, "liveness_only": self.liveness_only}
+        items = [
+            protocol.JobItem(p.index, p.occurrence.check, p.occurrence.text, p.reference,
+                             p.plugin, self.liveness_only)
             for p in members
         ]  # fmt: skip
+        job = protocol.Job(items, self.deadline, self.clock.cut)
         for p in members:
             p.phase = "starting its worker process"
         try:
@@ -180,7 +181,7 @@ class _Run:
                     # processes come to it, not to PID 1, until it sweeps.
                     _reap.become_subreaper()
                 self.janitor = Janitor(self.token)
-            worker = WorkerProcess(key, job, self.deadline, self.token)
+            worker = WorkerProcess(key, job, self.token)
             self.janitor.watch(worker.proc.pid)
         except OSError as exc:
             for p in members:
@@ -254,41 +255,37 @@ class _Run:
             if p.results is None:
                 p.finish(outcomes, duration, error)
 
-    def _events(self, worker: Any) -> None:
+    def _events(self, worker: WorkerProcess) -> None:
         for event in worker.read_events():
-            kind = event.get("t")
-            p = self.by_index.get(event.get("index", -1))
-            if kind == "usage":
-                raise UsageError(str(event.get("error")))
-            if kind == "secrets":  # found in the worker (a token file it read)
-                scrub.add_forms(event.get("forms") or ())
+            if isinstance(event, protocol.Usage):
+                raise UsageError(event.error)
+            if isinstance(event, protocol.Secrets):  # found in the worker (a token file it read)
+                scrub.add_forms(event.forms)
                 continue
+            p = self.by_index.get(event.index)
             if p is None:
                 continue
-            if kind == "valid":
-                p.occurrence.shown = event.get("shown") or {}
+            if isinstance(event, protocol.Valid):
+                p.occurrence.shown = event.shown
                 if "name" in p.occurrence.shown:
-                    p.occurrence.label = event.get("label") or p.occurrence.label
-                p.occurrence.secrets.extend(event.get("secrets") or ())
-                for secret in event.get("secrets") or ():
+                    p.occurrence.label = event.label or p.occurrence.label
+                p.occurrence.secrets.extend(event.secrets)
+                for secret in event.secrets:
                     scrub.register(secret)
-                p.timeout = float(event.get("timeout") or p.timeout)
-                p.declared = event.get("readiness")
-            elif kind == "setup":
+                p.timeout = float(event.timeout or p.timeout)
+                p.declared = event.readiness
+            elif isinstance(event, protocol.Setup):
                 worker.current = p.index
                 p.phase = "setting up (importing its dependencies)"
-            elif kind == "start":
+            elif isinstance(event, protocol.Start):
                 now = time.monotonic()
-                timeout = float(event.get("timeout") or 0) or p.timeout
+                # The worker granted it from the same round deadline: a
+                # timeout of 0 is a check that failed before it could start.
+                timeout = float(event.timeout) or p.timeout
+                p.clock = Deadline(now + timeout, timeout, capped=event.capped, cut=self.clock.cut)
                 p.started, p.limit, p.phase = now, now + timeout, "running"
-                p.capped = timeout < p.timeout - 0.001
-            elif kind == "result":
-                outcomes = [
-                    Outcome(Status(o["status"]), o.get("message", ""), o.get("details"),
-                            o.get("target"))
-                    for o in event.get("outcomes") or ()
-                ]  # fmt: skip
-                p.finish(outcomes, float(event.get("duration") or 0.0), event.get("error"))
+            elif isinstance(event, protocol.Done):
+                p.finish(event.outcomes, float(event.duration), event.error, event.reason)
                 worker.current = None
                 if p.index in worker.pending:
                     worker.pending.remove(p.index)
@@ -298,7 +295,7 @@ class _Run:
             worker.kill()
             self._worker_ended(worker, crashed=True)
 
-    def _worker_ended(self, worker: Any, crashed: bool, reason: str = "") -> None:
+    def _worker_ended(self, worker: WorkerProcess, crashed: bool, reason: str = "") -> None:
         """A worker is gone: fail the check it was running, restart the rest."""
         from torchprobe.engine.workerproc import describe_exit
 
@@ -310,9 +307,9 @@ class _Run:
                 if crashed:
                     what = describe_exit(worker.proc.returncode)
                     p.fail(f"crashed: its worker process {what} while {_doing(p)}",
-                           elapsed, worker.stderr_text() or None)  # fmt: skip
+                           elapsed, worker.stderr_text() or None, reason="crash")  # fmt: skip
                 else:
-                    p.fail(reason, elapsed, worker.stderr_text() or None)
+                    p.fail(reason, elapsed, worker.stderr_text() or None, reason=p.clock.reason)
             worker.pending = [i for i in worker.pending if i != worker.current]
             worker.current = None
         rest = [self.by_index[i] for i in worker.pending if self.by_index[i].results is None]
@@ -328,7 +325,8 @@ class _Run:
             for p in rest:
                 if p.results is None:
                     p.fail(f"worker process {what} before the check ran" +
-                           (f": {last}" if last else ""), 0.0, tail or None)  # fmt: skip
+                           (f": {last}" if last else ""), 0.0, tail or None,
+                           reason="crash")  # fmt: skip
             return
         if time.monotonic() < self.deadline:
             self._spawn(worker.key, rest)
@@ -343,19 +341,16 @@ class _Run:
                 worker.kill()
                 self._worker_ended(
                     worker, crashed=False,
-                    reason=self._timed_out(p, now) + " (its worker process was killed)",
+                    reason=p.clock.timed_out(now - (p.started or now))
+                + " (its worker process was killed)",
                 )  # fmt: skip
         for p in list(self.inline_running.values()):
             if p.results is None and p.limit is not None and now >= p.limit:
-                p.fail(self._timed_out(p, now), now - (p.started or now))
+                elapsed = now - (p.started or now)
+                p.fail(p.clock.timed_out(elapsed), elapsed, reason=p.clock.reason)
                 del self.inline_running[p.index]
 
-    def _timed_out(self, p: Planned, now: float) -> str:
-        if p.capped:
-            return f"timed out: {self.cut} {_secs(now - (p.started or now))} into the check"
-        return f"timed out after {_secs(p.timeout)}"
-
-    def _unregister(self, worker: Any) -> None:
+    def _unregister(self, worker: WorkerProcess) -> None:
         for fd in (worker.stdout_fd, worker.stderr_fd):
             try:
                 self.selector.unregister(fd)
@@ -366,17 +361,12 @@ class _Run:
         """A check the run's deadline cut short."""
         now = time.monotonic()
         if p.phase == "running" and p.started is not None:
-            p.fail(f"timed out: {self.cut} {_secs(now - p.started)} into the check",
-                   now - p.started)  # fmt: skip
+            # Cut by the round's deadline, whatever its own timeout was.
+            cut = Deadline(now, p.timeout, capped=True, cut=self.clock.cut)
+            p.fail(cut.timed_out(now - p.started), now - p.started, reason="deadline")
         else:
-            p.fail(f"not finished: {self.cut} while {_doing(p)}")
+            p.fail(self.clock.not_finished(_doing(p)), reason="deadline")
 
 
 def _doing(p: Planned) -> str:
     return "running the check" if p.phase == "running" else p.phase
-
-
-def _secs(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    return f"{seconds:.3g}s"

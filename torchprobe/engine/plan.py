@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from torchprobe.base import Check, Option, Outcome, Status, UsageError
+from torchprobe.common.deadline import Deadline
 from torchprobe.engine.spec import Occurrence, parse_occurrence, split_name
-from torchprobe.results import Result
+from torchprobe.results import Result, reason_of
 
 __all__ = ["MAX_CHECKS", "Planned", "instantiate", "plan", "readiness_refused"]
 
@@ -25,7 +26,7 @@ class Planned:
 
     __slots__ = (
         "index", "occurrence", "cls", "reference", "plugin", "worker",
-        "instance", "timeout", "capped", "phase", "started", "limit", "results", "declared",
+        "instance", "timeout", "clock", "phase", "started", "limit", "results", "declared",
     )  # fmt: skip
 
     def __init__(self, index: int, occurrence: Occurrence, cls: type[Check] | None,
@@ -45,7 +46,8 @@ class Planned:
         self.timeout: float = occurrence.timeout or (
             instance.timeout if instance is not None else default
         )
-        self.capped = False  # the run's deadline, not the check's timeout, limits it
+        #: The deadline it runs under once started, granted from the round's.
+        self.clock = Deadline(0.0, self.timeout)
         self.phase = "waiting to start"
         self.started: float | None = None
         self.limit: float | None = None
@@ -61,9 +63,11 @@ class Planned:
             return self.instance.checks_readiness()
         return self.declared
 
-    def finish(
-        self, outcomes: Sequence[Outcome], duration: float, error: str | None = None
-    ) -> None:
+    def finish(self, outcomes: Sequence[Outcome], duration: float, error: str | None = None,
+               reason: str | None = None) -> None:  # fmt: skip
+        """Its results. ``reason`` is why it failed when the engine, not the
+        check, ended it (see :data:`~torchprobe.results.REASONS`); else each
+        outcome's status says it (with ``error``, a traceback: ``error``)."""
         occurrence = self.occurrence
         self.results = [
             Result(
@@ -75,19 +79,21 @@ class Planned:
                 details=o.details,
                 options=occurrence.shown,
                 error=error,
+                reason=reason_of(o.status, error, reason),
             )
             for o in outcomes
         ]
 
-    def fail(self, message: str, duration: float = 0.0, error: str | None = None) -> None:
-        self.finish([Outcome(Status.FAIL, message)], duration, error)
+    def fail(self, message: str, duration: float = 0.0, error: str | None = None,
+             reason: str = "error") -> None:  # fmt: skip
+        self.finish([Outcome(Status.FAIL, message)], duration, error, reason)
 
 
 def instantiate(cls: type[Check], token: str, environ: Mapping[str, str]
                 ) -> tuple[Check, Occurrence]:  # fmt: skip
     """Parse ``token`` against the check class's declared options and make the
     check; a bad option or value is a UsageError naming the check."""
-    from torchprobe.engine.runner import describe_exception
+    from torchprobe.common.errors import describe_exception
 
     name = token.partition(":")[0]
     occurrence = parse_occurrence(

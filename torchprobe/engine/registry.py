@@ -16,7 +16,7 @@ from typing import Any
 
 from torchprobe.base import Check
 
-__all__ = ["BUILTIN", "GROUP", "DEFAULT_SET", "builtin", "load", "plugins", "reset"]
+__all__ = ["BUILTIN", "DEFAULT_SET", "GROUP", "builtin", "describe", "load", "plugins", "reset"]
 
 GROUP = "torchprobe.checks"
 
@@ -82,3 +82,36 @@ def reset(found: dict[str, str] | None = None) -> None:
     """Forget (or replace) discovered plugins; for tests."""
     global _plugins
     _plugins = found
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return "|".join(str(v) for v in value)
+    return str(value)
+
+
+def describe(cls: type[Check], source: str) -> dict[str, Any]:
+    """A check class's declaration as ``--list`` shows it (JSON-able)."""
+    return {
+        "name": cls.name,
+        "description": cls.description,
+        "source": source,
+        "timeout": cls.timeout,
+        "runs_in": "worker process"
+        if cls.worker is not None or source != "built-in"
+        else "torchprobe process",
+        "options": [
+            {
+                "key": o.key,
+                "type": o.type_name,
+                "default": _default(o.default),
+                "required": o.required,
+                "repeatable": o.repeatable,
+                "secret": o.secret,
+                "help": o.help,
+            }
+            for o in cls.options
+        ],
+    }

@@ -7,37 +7,14 @@ behaves the same wherever it runs: failures are values, never escapes.
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Iterable
 from typing import Any
 
 from torchprobe.base import Check, CheckFailed, CheckSkipped, Outcome, Status
-from torchprobe.common.scrub import clip
+from torchprobe.common.deadline import Deadline
+from torchprobe.common.errors import describe_exception, error_details
 
-__all__ = ["capture", "describe_exception", "error_details", "execute", "normalize"]
-
-
-def describe_exception(exc: BaseException) -> str:
-    """One line: the message, prefixed with the exception type when that helps."""
-    message = " ".join(str(exc).split())
-    name = type(exc).__name__
-    if not message:
-        return name
-    if isinstance(exc, (CheckFailed, CheckSkipped)):
-        return message
-    return f"{name}: {message}"
-
-
-def error_details(exc: BaseException) -> dict[str, Any]:
-    """The raw error, for a failing outcome's details: its type, the CUDA error
-    code where torch gives one, and its message. The in-process monitor tells
-    a sticky CUDA error by them."""
-    code = getattr(exc, "error_code", None)
-    return {
-        "error_type": type(exc).__name__,
-        "error_code": code if isinstance(code, int) and not isinstance(code, bool) else None,
-        "error": clip(str(exc), 500, squeeze=True),
-    }
+__all__ = ["capture", "execute", "normalize"]
 
 
 def normalize(returned: Any) -> list[Outcome]:
@@ -71,15 +48,17 @@ def capture(work: Any) -> tuple[list[Outcome] | None, str | None]:
         return [Outcome(Status.FAIL, exc.message, exc.details)], None
     except Exception as exc:  # noqa: BLE001 - any failure of a check is its result
         failure = Outcome(Status.FAIL, describe_exception(exc), error_details(exc))
+        import traceback  # only for a check that raised: 1.6 ms of every start-up otherwise
+
         return [failure], traceback.format_exc()
     return None, None
 
 
-def execute(check: Check, timeout: float) -> tuple[list[Outcome], str | None, float]:
-    """Run ``check`` now; return its outcomes, a traceback on failure, and its duration."""
+def execute(check: Check, clock: Deadline) -> tuple[list[Outcome], str | None, float]:
+    """Run ``check`` now under ``clock`` (granted from the round's deadline just
+    before); return its outcomes, a traceback on failure, and its duration."""
     started = time.monotonic()
-    check.timeout = timeout
-    check.deadline = started + timeout
+    check.clock = clock  # and its deadline and timeout
     returned: list[list[Outcome]] = []
     failure, error = capture(lambda: returned.append(normalize(check.run())))
     outcomes = failure if failure is not None else returned[0]

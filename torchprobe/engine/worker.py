@@ -4,11 +4,8 @@ The engine starts it as ``python -m torchprobe.engine.worker`` — a fresh inter
 never a fork, because a forked CUDA process is unusable and a hung native call
 (NVML, a CUDA driver call) can hold the GIL, which no thread can interrupt.
 
-Protocol: one JSON line in on stdin (the job); JSON lines out on the original
-stdout, one event each: ``usage`` (a bad option: the run stops), ``valid``
-(a plugin's options, parsed here because its code is imported only here),
-``setup``, ``start`` (the check's own timeout runs from here), ``result``, and
-``secrets`` (forms of a secret found here, for the scrubber of the output).
+It reads one :class:`~torchprobe.engine.protocol.Job` on stdin and writes
+its events on the original stdout (:mod:`torchprobe.engine.protocol`).
 Whatever the checks print goes to stderr, which the engine keeps for ``-v``.
 """
 
@@ -20,13 +17,16 @@ import os
 import signal
 import sys
 import threading
-import time
-from typing import IO, Any
+from typing import IO
 
-from torchprobe.base import Check, UsageError
+from torchprobe.base import Check, Outcome, UsageError
 from torchprobe.common import scrub
+from torchprobe.common.deadline import Deadline
+from torchprobe.common.errors import describe_exception
+from torchprobe.engine import protocol
 from torchprobe.engine.plan import instantiate, readiness_refused
-from torchprobe.engine.runner import capture, describe_exception, execute
+from torchprobe.engine.protocol import JobItem
+from torchprobe.engine.runner import capture, execute
 
 PR_SET_PDEATHSIG = 1
 
@@ -61,26 +61,28 @@ class _Channel:
         self.stream = stream
         self.lock = threading.Lock()  # a check's thread may send (a secret it found)
 
-    def send(self, event: str, **fields: Any) -> None:
-        fields["t"] = event
-        line = json.dumps(fields, default=str) + "\n"
+    def send(self, event: protocol.Event) -> None:
+        line = protocol.encode(event)
         with self.lock:
             self.stream.write(line)
             self.stream.flush()
 
 
-def _load(item: dict[str, Any]) -> type[Check]:
-    if item["plugin"]:
+def _load(item: JobItem) -> type[Check]:
+    if item.plugin:
         from torchprobe.engine.plugins import load_plugin
 
-        return load_plugin(item["check"], item["ref"])
+        return load_plugin(item.check, item.ref)
     from torchprobe.engine.registry import load
 
-    loaded: type[Check] = load(item["ref"])
+    loaded: type[Check] = load(item.ref)
     return loaded
 
 
-def _prepare(item: dict[str, Any], channel: _Channel) -> tuple[Check | None, Any]:
+Failure = tuple[list[Outcome], str | None]
+
+
+def _prepare(item: JobItem, channel: _Channel) -> tuple[Check | None, Failure | None]:
     """Import and validate one check. A bad option raises UsageError; a plugin
     that fails to import becomes that check's failure, not the run's."""
     loaded: list[type[Check]] = []
@@ -88,10 +90,10 @@ def _prepare(item: dict[str, Any], channel: _Channel) -> tuple[Check | None, Any
     if failure is not None:
         failure[0].message = f"plugin failed to load: {failure[0].message}"
         return None, (failure, error)
-    check, occurrence = instantiate(loaded[0], item["token"], os.environ)
-    if item["plugin"]:
+    check, occurrence = instantiate(loaded[0], item.token, os.environ)
+    if item.plugin:
         readiness = _readiness(check)
-        if item.get("liveness_only") and readiness is not False:
+        if item.liveness_only and readiness is not False:
             if readiness is None:
                 raise UsageError(
                     f"--restart-after: plugin check {occurrence.check!r} cannot say whether "
@@ -99,14 +101,9 @@ def _prepare(item: dict[str, Any], channel: _Channel) -> tuple[Check | None, Any
                 )
             raise readiness_refused(occurrence, check)
         channel.send(
-            "valid",
-            index=item["index"],
-            label=occurrence.label,
-            shown=occurrence.shown,
-            secrets=occurrence.secrets,
-            timeout=check.timeout,
-            readiness=readiness,
-        )
+            protocol.Valid(item.index, occurrence.label, occurrence.shown, occurrence.secrets,
+                           check.timeout, readiness)
+        )  # fmt: skip
     return check, None
 
 
@@ -120,8 +117,8 @@ def _readiness(check: Check) -> bool | None:
 
 def describe_plugins() -> int:
     """``--describe``: the ``--list`` entries of the plugins named on stdin."""
-    from torchprobe.cli.listing import describe
     from torchprobe.engine.plugins import load_plugin
+    from torchprobe.engine.registry import describe
 
     plugins: dict[str, str] = json.loads(sys.stdin.read() or "{}")
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
@@ -156,47 +153,38 @@ def main() -> int:
     # A secret registered here (a token file read by a check) is sent home at
     # once, before anything the check prints or returns can carry it, and
     # even when the check is killed afterwards.
-    scrub.listen(lambda forms: channel.send("secrets", forms=forms))
+    scrub.listen(lambda forms: channel.send(protocol.Secrets(list(forms))))
     os.dup2(2, 1)
-    job = json.loads(sys.stdin.readline())
+    job = protocol.Job.decode(sys.stdin.readline())
     threading.Thread(target=_watch_stdin, daemon=True).start()
-    run_deadline: float = job["deadline"]
+    # The round's deadline: the engine's clock is this process's clock too.
+    round_clock = Deadline(job.deadline, 0.0, cut=job.cut)
 
-    prepared: list[tuple[dict[str, Any], Check | None, Any]] = []
-    for item in job["checks"]:
+    prepared: list[tuple[JobItem, Check | None, Failure | None]] = []
+    for item in job.checks:
         try:
             check, failure = _prepare(item, channel)
         except UsageError as exc:
-            channel.send("usage", error=str(exc))
+            channel.send(protocol.Usage(str(exc)))
             return 0
         prepared.append((item, check, failure))
 
     for item, check, failure in prepared:
-        index = item["index"]
-        channel.send("setup", index=index)
+        index = item.index
+        channel.send(protocol.Setup(index))
         if check is not None:
-            failure = capture(check.setup)
-            if failure[0] is None:
-                failure = None
+            outcomes, error = capture(check.setup)
+            failure = None if outcomes is None else (outcomes, error)
         if failure is not None or check is None:
-            outcomes, error = failure
-            channel.send("start", index=index, timeout=0)
-            channel.send("result", index=index, outcomes=_dump(outcomes), error=error, duration=0)
+            assert failure is not None
+            channel.send(protocol.Start(index, 0.0))
+            channel.send(protocol.Done(index, failure[0], failure[1], 0.0))
             continue
-        timeout = max(0.001, min(check.timeout, run_deadline - time.monotonic()))
-        channel.send("start", index=index, timeout=timeout)
-        outcomes, error, duration = execute(check, timeout)
-        channel.send(
-            "result", index=index, outcomes=_dump(outcomes), error=error, duration=duration
-        )
+        clock = round_clock.grant(check.timeout)
+        channel.send(protocol.Start(index, clock.timeout, clock.capped))
+        outcomes, error, duration = execute(check, clock)
+        channel.send(protocol.Done(index, outcomes, error, duration))
     return 0
-
-
-def _dump(outcomes: Any) -> list[dict[str, Any]]:
-    return [
-        {"status": o.status.value, "message": o.message, "details": o.details, "target": o.target}
-        for o in outcomes
-    ]
 
 
 if __name__ == "__main__":

@@ -8,13 +8,12 @@ is waiting.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-from typing import Any
 
+from torchprobe.engine import protocol
 from torchprobe.engine.reap import MARK
 
 __all__ = ["Janitor", "WorkerProcess", "describe_exit"]
@@ -100,9 +99,9 @@ class Janitor:
 class WorkerProcess:
     """One ``python -m torchprobe.engine.worker`` running a list of checks in order."""
 
-    def __init__(self, key: str, job: list[dict[str, Any]], deadline: float, token: str) -> None:
+    def __init__(self, key: str, job: protocol.Job, token: str) -> None:
         self.key = key
-        self.pending = [item["index"] for item in job]
+        self.pending = [item.index for item in job.checks]
         self.current: int | None = None
         self.stderr_tail = b""
         self._buffer = b""
@@ -126,11 +125,10 @@ class WorkerProcess:
         self.stderr_fd = self.proc.stderr.fileno()
         os.set_blocking(self.stdout_fd, False)
         os.set_blocking(self.stderr_fd, False)
-        payload = json.dumps({"checks": job, "deadline": deadline}) + "\n"
         try:
             # The pipe stays open afterwards: its end tells the worker that
             # torchprobe is gone, where the parent-death signal is missing.
-            self.proc.stdin.write(payload.encode())
+            self.proc.stdin.write(job.encode())
             self.proc.stdin.flush()
         except BrokenPipeError:
             pass
@@ -138,7 +136,7 @@ class WorkerProcess:
         self.stderr_open = True
         self.closed = False
 
-    def read_events(self) -> list[dict[str, Any]]:
+    def read_events(self) -> list[protocol.Event]:
         """Events available now; sets ``stdout_open`` False at end of stream."""
         while True:
             try:
@@ -152,11 +150,8 @@ class WorkerProcess:
         events = []
         *lines, self._buffer = self._buffer.split(b"\n")
         for line in lines:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
+            event = protocol.decode_event(line)
+            if event is not None:
                 events.append(event)
         return events
 

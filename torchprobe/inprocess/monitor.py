@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from torchprobe import __version__
 from torchprobe.base import Check, Status, UsageError
+from torchprobe.common.deadline import Deadline
 from torchprobe.common.statusdir import pid_start
 from torchprobe.gpu.xidstate import XidState
 from torchprobe.gpu.xidwatch import GpuEvent, XidWatch, watch_targets
@@ -536,7 +537,7 @@ class Monitor:
                 check._torchprobe_setup = True  # type: ignore[attr-defined]
             self._running = (label, time.monotonic(), check.timeout)
             try:
-                outcomes_, _, duration = execute(check, check.timeout)
+                outcomes_, _, duration = execute(check, Deadline.after(check.timeout))
             finally:
                 self._running = None
             for o in outcomes_:

@@ -1,9 +1,10 @@
 """A minimal HTTP/1.1 client for the ``http`` check, under one deadline.
 
 ``http.client`` applies its timeout to each socket operation, so a server
-that trickles one byte at a time never times out (see facts.md). Here every
+that trickles one byte at a time never times out (one byte every 0.9 s with
+``timeout=1`` keeps it reading for as long as the server likes). Here every
 blocking step gets only what is left of a single deadline: connecting (see
-:mod:`torchprobe.checks.tcp`), TLS, sending, and the whole response, of which
+:mod:`torchprobe.net.connect`), TLS, sending, and the whole response, of which
 at most 64 KiB of body is read. ``ssl`` is imported only for https.
 """
 
@@ -12,13 +13,14 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from torchprobe.checks.tcp import Deadline, WireError, connect, hostport
+from torchprobe.common.deadline import Deadline
 from torchprobe.common.scrub import clean, clip
+from torchprobe.net.connect import WireError, connect, hostport, timed_out
 
 if TYPE_CHECKING:
     import socket
 
-__all__ = ["BODY_LIMIT", "Deadline", "Response", "WireError", "fetch"]
+__all__ = ["BODY_LIMIT", "Response", "fetch"]
 
 BODY_LIMIT = 64 * 1024
 HEAD_LIMIT = 64 * 1024
@@ -55,7 +57,7 @@ def start_tls(
             "tls",
         ) from None
     except TimeoutError:
-        raise clock.expired(f"TLS handshake with {label}", "tls") from None
+        raise timed_out(clock, f"TLS handshake with {label}", "tls") from None
     except ssl.SSLError as exc:
         raise WireError(f"TLS handshake with {label} failed: {exc.reason or exc}", "tls") from None
     except OSError as exc:
@@ -132,9 +134,9 @@ class _Reader:
 
     def _timeout(self) -> WireError:
         if not self.received:
-            return self.clock.expired("connected, but no response (0 bytes)", "receive")
-        error = self.clock.expired(
-            f"response incomplete ({self.received} bytes received)", "receive"
+            return timed_out(self.clock, "connected, but no response (0 bytes)", "receive")
+        error = timed_out(
+            self.clock, f"response incomplete ({self.received} bytes received)", "receive"
         )
         error.details["received_bytes"] = self.received
         return error
@@ -243,7 +245,7 @@ def _send(sock: socket.socket, data: bytes, clock: Deadline, label: str) -> None
     try:
         sock.sendall(data)
     except TimeoutError:
-        raise clock.expired(f"sending the request to {label}", "send") from None
+        raise timed_out(clock, f"sending the request to {label}", "send") from None
     except OSError as exc:
         why = exc.strerror or str(exc) or type(exc).__name__
         raise WireError(

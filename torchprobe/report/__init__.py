@@ -46,7 +46,7 @@ def run_report(fmt: str, timeout: float, verbose: bool, fp: TextIO) -> int:
     try:
         found = problems(sections)
     except Exception as exc:  # noqa: BLE001 - the readings are worth printing without hints
-        from torchprobe.engine.runner import describe_exception
+        from torchprobe.common.errors import describe_exception
         from torchprobe.report.problem import Problem
 
         what = f"the report could not work out its hints ({describe_exception(exc)})"

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from torchprobe.base import Check, Status
+from torchprobe.common.deadline import Deadline
 from torchprobe.engine.loop import Planned, run
 from torchprobe.engine.spec import format_check, parse_occurrence
 from torchprobe.report import host
@@ -52,13 +53,12 @@ def _section(p: Planned, verbose: bool) -> dict[str, Any]:
     if result.status is Status.PASS and isinstance(readings, dict):
         return {"status": "ok", **readings}
     message = result.message
-    status = (
-        "timed out"
-        if message.startswith("timed out")
-        else "not finished"
-        if message.startswith("not finished")
-        else "failed"
-    )
+    if result.reason == "timeout" or (result.reason == "deadline" and p.phase == "running"):
+        status = "timed out"
+    elif result.reason == "deadline":
+        status = "not finished"
+    else:
+        status = "failed"
     section: dict[str, Any] = {"status": status, "message": message}
     if verbose and result.error:
         section["traceback"] = result.error
@@ -85,7 +85,7 @@ def gather(budget: float, deadline: float, verbose: bool) -> dict[str, Any]:
         _planned(2, ReportTorch, 4 * reading),
         _planned(3, ReportTorchCuda, 2 * reading),
     ]
-    run(first, deadline - reserve, budget)
+    run(first, Deadline(deadline - reserve, budget))
     libraries, nvml, build, runtime = (_section(p, verbose) for p in first)
     sections.update(libraries=libraries, nvml=nvml, torch=build, torch_cuda=runtime)
 
@@ -97,7 +97,7 @@ def gather(budget: float, deadline: float, verbose: bool) -> dict[str, Any]:
     if isinstance(count, int) and count > 0:
         second = [_planned(i, ReportGpu, reading, index=i) for i in range(count)]
         second.append(_planned(count, ReportGpuProcesses, reading))
-        run(second, deadline, budget)
+        run(second, Deadline(deadline, budget))
         for i, p in enumerate(second[:-1]):
             gpus.append({"index": i, **_section(p, verbose)})
         processes = _section(second[-1], verbose)
