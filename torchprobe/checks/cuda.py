@@ -11,7 +11,8 @@ import re
 from typing import Any
 
 from torchprobe.base import Check, CheckFailed, Option, Outcome, failed, passed
-from torchprobe.checks._torch import build_info, describe_cuda_error, import_torch, nvml_reading
+from torchprobe.checks._torch import build_info, describe_cuda_error, import_torch
+from torchprobe.gpu.nvml import reading
 from torchprobe.options import choice, integer
 
 __all__ = ["CudaCheck"]
@@ -132,7 +133,7 @@ def _driver_version(torch: Any) -> str | None:
             return match.group(1)
     except OSError:
         pass
-    version = nvml_reading(lambda pynvml: pynvml.nvmlSystemGetDriverVersion())
+    version = reading(lambda nvml: nvml.nvmlSystemGetDriverVersion())
     if version is not None:
         return version.decode() if isinstance(version, bytes) else str(version)
     getter = getattr(torch._C, "_cuda_getDriverVersion", None)
@@ -159,8 +160,8 @@ def _hints(info: dict[str, Any]) -> str:
 def _driver_cuda_version() -> int | None:
     """The highest CUDA version the driver supports (NVML's 12080 form), or None."""
 
-    def read(pynvml: Any) -> int:
-        getter = getattr(pynvml, "nvmlSystemGetCudaDriverVersion_v2", None)
-        return int((getter or pynvml.nvmlSystemGetCudaDriverVersion)())
+    def read(nvml: Any) -> int:
+        getter = getattr(nvml, "nvmlSystemGetCudaDriverVersion_v2", None)
+        return int((getter or nvml.nvmlSystemGetCudaDriverVersion)())
 
-    return nvml_reading(read)
+    return reading(read)
