@@ -17,8 +17,9 @@ from typing import Any
 
 from torchprobe.base import Check, Option, Outcome, Status
 from torchprobe.gpu import nvml as api
+from torchprobe.gpu.health import clock_reasons
+from torchprobe.gpu.hints import NOT_SUPPORTED
 from torchprobe.options import integer
-from torchprobe.report.hints import NOT_SUPPORTED, clock_reasons
 
 __all__ = ["Dead", "NvmlSection", "ReportGpu", "ReportNvml", "done"]
 
