@@ -3,10 +3,10 @@ describing the build. Only imported inside a worker process."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from torchprobe.base import CheckFailed
+from torchprobe.gpu.nvml import reading
 
 __all__ = [
     "build_info",
@@ -14,11 +14,9 @@ __all__ = [
     "describe_oom",
     "import_torch",
     "nvml_memory",
-    "nvml_reading",
 ]
 
 MiB = 1024 * 1024
-T = TypeVar("T")
 
 
 def import_torch() -> Any:
@@ -74,22 +72,6 @@ def describe_oom(exc: BaseException, device: str, memory: tuple[int, int] | None
     return f"{device}: {what}{figure} — the GPU is full ({type(exc).__name__}: {text[:120]})"
 
 
-def nvml_reading(read: Callable[[Any], T]) -> T | None:
-    """``read(pynvml)`` between nvmlInit and nvmlShutdown, or None on any error:
-    what the torch checks take from NVML is a figure beside a result, never
-    the result itself."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            return read(pynvml)
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - a missing figure must not change the check
-        return None
-
-
 def nvml_memory(torch: Any, device: str) -> tuple[int, int] | None:
     """(free, total) bytes of a torch CUDA device as NVML sees it, or None.
 
@@ -102,8 +84,8 @@ def nvml_memory(torch: Any, device: str) -> tuple[int, int] | None:
         return None
     uuid = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
 
-    def read(pynvml: Any) -> tuple[int, int]:
-        info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByUUID(uuid))
+    def read(nvml: Any) -> tuple[int, int]:
+        info = nvml.nvmlDeviceGetMemoryInfo(nvml.nvmlDeviceGetHandleByUUID(uuid))
         return int(info.free), int(info.total)
 
-    return nvml_reading(read)
+    return reading(read)

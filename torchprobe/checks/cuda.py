@@ -7,11 +7,13 @@ its own that never imports torch."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from torchprobe.base import Check, CheckFailed, Option, Outcome, failed, passed
-from torchprobe.checks._torch import build_info, describe_cuda_error, import_torch, nvml_reading
+from torchprobe.checks._torch import build_info, describe_cuda_error, import_torch
+from torchprobe.gpu import host
+from torchprobe.gpu.hints import device_nodes, driver_cuda
+from torchprobe.gpu.nvml import reading
 from torchprobe.options import choice, integer
 
 __all__ = ["CudaCheck"]
@@ -125,14 +127,10 @@ def _driver_version(torch: Any) -> str | None:
     where /proc/driver is not mounted (some sandboxed runtimes); torch's
     private getter, last, gives only the driver's CUDA API version.
     """
-    try:
-        with open("/proc/driver/nvidia/version", encoding="utf-8") as fp:
-            match = re.search(r"Kernel Module(?: for \S+)?\s+(\d+(?:\.\d+)+)", fp.read())
-        if match:
-            return match.group(1)
-    except OSError:
-        pass
-    version = nvml_reading(lambda pynvml: pynvml.nvmlSystemGetDriverVersion())
+    kernel = host.kernel_driver()
+    if kernel:
+        return kernel
+    version = reading(lambda nvml: nvml.nvmlSystemGetDriverVersion())
     if version is not None:
         return version.decode() if isinstance(version, bytes) else str(version)
     getter = getattr(torch._C, "_cuda_getDriverVersion", None)
@@ -144,11 +142,8 @@ def _driver_version(torch: Any) -> str | None:
 
 
 def _hints(info: dict[str, Any]) -> str:
-    """The diagnostics report's hints that explain a CUDA failure: missing
-    device nodes, or a torch built for a newer CUDA than the driver runs."""
-    from torchprobe.report import host
-    from torchprobe.report.hints import device_nodes, driver_cuda
-
+    """The hints (the diagnostics report's too) that explain a CUDA failure:
+    missing device nodes, or a torch built for a newer CUDA than the driver runs."""
     problems = device_nodes(host.device_nodes(), bool(host.container()["in_container"]))
     mismatch = driver_cuda(info.get("cuda"), _driver_cuda_version())
     if mismatch is not None:
@@ -159,8 +154,8 @@ def _hints(info: dict[str, Any]) -> str:
 def _driver_cuda_version() -> int | None:
     """The highest CUDA version the driver supports (NVML's 12080 form), or None."""
 
-    def read(pynvml: Any) -> int:
-        getter = getattr(pynvml, "nvmlSystemGetCudaDriverVersion_v2", None)
-        return int((getter or pynvml.nvmlSystemGetCudaDriverVersion)())
+    def read(nvml: Any) -> int:
+        getter = getattr(nvml, "nvmlSystemGetCudaDriverVersion_v2", None)
+        return int((getter or nvml.nvmlSystemGetCudaDriverVersion)())
 
-    return nvml_reading(read)
+    return reading(read)

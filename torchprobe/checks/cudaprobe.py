@@ -1,7 +1,8 @@
 """``cuda:backend=driver``: the driver-API probe's verdicts, one line per device.
 
 :mod:`torchprobe.checks.cudadriver` makes the calls; this module turns what
-they return into outcomes, with the diagnostics report's hints.
+they return into outcomes, with the hints the diagnostics report gives too
+(:mod:`torchprobe.gpu.hints`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from typing import Any
 
 from torchprobe.base import CheckFailed, Outcome, failed, passed
 from torchprobe.checks.cudadriver import LIBRARY, CudaCallFailed, Driver, probe_device
+from torchprobe.gpu import host
+from torchprobe.gpu.hints import HOST_LOGS, device_nodes, gpu_lost, libraries
 
 __all__ = ["run_driver"]
 
@@ -110,9 +113,6 @@ def _failure(exc: CudaCallFailed, where: str | None) -> str:
 
 
 def _reset() -> str:
-    from torchprobe.report.hints import gpu_lost
-    from torchprobe.report.problem import HOST_LOGS
-
     problem = gpu_lost("", "NVML_ERROR_RESET_REQUIRED")
     assert problem is not None
     return f"{problem.hint}; see {HOST_LOGS}"
@@ -125,8 +125,6 @@ def _missing(exc: AttributeError) -> str:
 
 def _no_library(error: str) -> str:
     """No libcuda: the report's words for it, and why the GPU is missing."""
-    from torchprobe.report.hints import libraries
-
     problems = libraries({LIBRARY: {"loaded": False, "error": " ".join(error.split())[:200]}},
                          None)  # fmt: skip
     meaning = (
@@ -138,9 +136,6 @@ def _no_library(error: str) -> str:
 
 
 def _host_hints() -> str:
-    """The report's device-node hints: a container started without GPU access."""
-    from torchprobe.report import host
-    from torchprobe.report.hints import device_nodes
-
+    """The device-node hints (the report's too): a container started without GPU access."""
     problems = device_nodes(host.device_nodes(), bool(host.container()["in_container"]))
     return "".join(f"; {p.what} — {p.hint}" for p in problems[:2])

@@ -6,11 +6,11 @@ the bus or needs a reset, memory exhaustion, ECC and row-remap failures, thermal
 slowdown, a recovery action the driver asks for. It cannot see a server's
 poisoned CUDA context (that takes the ``cuda`` and ``tensor`` checks in-process).
 
-This module imports ``pynvml`` only inside the check (as do the report's
-readings and the monitor's Xid watch, in their own code paths): ``torchprobe
---help`` never loads it, and ``nvmlInit`` never runs at import time. The check
-runs in the ``nvml`` worker, which the engine kills at the deadline, because a
-sick GPU can hang an NVML call while it holds the GIL.
+The binding is imported, started and stopped through :mod:`torchprobe.gpu.nvml`,
+only inside the check: ``torchprobe --help`` never loads it, and ``nvmlInit``
+never runs at import time. The check runs in the ``nvml`` worker, which the
+engine kills at the deadline, because a sick GPU can hang an NVML call while it
+holds the GIL.
 """
 
 from __future__ import annotations
@@ -21,42 +21,13 @@ from types import ModuleType
 from typing import Any
 
 from torchprobe.base import Check, CheckFailed, Option, Outcome, failed, passed
+from torchprobe.gpu import nvml as api
+from torchprobe.gpu.nvml import describe, error_name
 from torchprobe.options import listof, number
 
 __all__ = ["NvmlCheck"]
 
 _GIB = float(1 << 30)
-# Error codes, fixed by nvml.h; named here so the messages need no lookup.
-_INVALID_ARGUMENT, _NOT_SUPPORTED, _NOT_FOUND = 2, 3, 6
-_DRIVER_NOT_LOADED, _LIBRARY_NOT_FOUND, _FUNCTION_NOT_FOUND = 9, 12, 13
-_NO_PERMISSION, _GPU_IS_LOST, _RESET_REQUIRED, _RM_MISMATCH = 4, 15, 16, 18
-_UNKNOWN = 999
-# Inside a container, NVML's "Unknown Error" is what a host's `systemctl
-# daemon-reload` leaves behind: systemd rewrites the container's device cgroup
-# and takes away its access to /dev/nvidia* (nvidia-container-toolkit #48,
-# #1227). Only a new container gets the access back.
-LOST_CONTAINER = (
-    "NVML_ERROR_UNKNOWN: in a container this means it lost its GPU access (a "
-    "`systemctl daemon-reload` on the host revokes it): restart the container"
-)
-# The GPU itself is gone or wedged: every further read would fail the same way.
-_DEVICE_DEAD = (_GPU_IS_LOST, _RESET_REQUIRED)
-# "This GPU, or this driver, has no such reading" (retired pages on an H100, a
-# function newer than the driver): skipped and listed, never failed.
-_UNSUPPORTED = (_NOT_SUPPORTED, _FUNCTION_NOT_FOUND)
-# c_nvmlValue_t's member for each NVML_VALUE_TYPE_*.
-_VALUE_MEMBERS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")
-
-_INIT_MESSAGES = {
-    _LIBRARY_NOT_FOUND: "NVML library not found (libnvidia-ml.so.1): no NVIDIA driver is visible "
-    "here — in a container, run with the NVIDIA container toolkit (--gpus)",
-    _DRIVER_NOT_LOADED: "NVIDIA driver not loaded: NVML's library is here but the kernel driver "
-    "is not running (see nvidia-smi and dmesg on the host)",
-    _NO_PERMISSION: "NVML: no permission to open the GPU device files (/dev/nvidia*)",
-    _RM_MISMATCH: "NVML library and kernel driver versions differ (driver upgraded without a "
-    "reboot, or a mismatched libnvidia-ml.so.1 in the image)",
-    _UNKNOWN: f"NVML failed to start: {LOST_CONTAINER}",
-}
 
 
 def _device_id(value: str) -> str:
@@ -66,25 +37,6 @@ def _device_id(value: str) -> str:
 
 
 _device_id.type_name = "index|uuid"  # type: ignore[attr-defined]
-
-
-def _error_name(nvml: ModuleType, value: int) -> str:
-    for name in dir(nvml):
-        if name.startswith("NVML_ERROR_") and getattr(nvml, name) == value:
-            return name
-    return f"NVML error {value}"
-
-
-def _describe(nvml: ModuleType, exc: Any, whole: bool = False) -> str:
-    """``whole``: the error ended the GPU's (or the system's) readings, not one of them."""
-    name = _error_name(nvml, exc.value)
-    if exc.value == _GPU_IS_LOST:
-        return f"lost ({name}): the GPU fell off the bus or stopped answering"
-    if exc.value == _RESET_REQUIRED:
-        return f"needs a reset ({name}): the driver will not use it until it is reset"
-    if exc.value == _UNKNOWN and whole:  # one reading alone failing is not the lost container
-        return f"Unknown Error: {LOST_CONTAINER}"
-    return f"NVML error: {exc} ({name})"
 
 
 class _NoSuchDevice(Exception):
@@ -109,12 +61,12 @@ class _Device:
                 return getattr(self.nvml, fn)(self.parent, *args)
             return fn(*args)
         except self.nvml.NVMLError as exc:
-            if exc.value in _DEVICE_DEAD:
+            if exc.value in api.DEAD:
                 raise
-            if exc.value in _UNSUPPORTED:
+            if exc.value in api.UNSUPPORTED:
                 self.unsupported.append(what)
             else:
-                self.problems.append(f"{what}: {_describe(self.nvml, exc)}")
+                self.problems.append(f"{what}: {describe(self.nvml, exc)}")
             return None
 
     def memory(self, max_percent: float) -> None:
@@ -128,7 +80,7 @@ class _Device:
             try:
                 info = nvml.nvmlDeviceGetMemoryInfo(self.handle, version=version)
             except nvml.NVMLError as exc:
-                if exc.value in _DEVICE_DEAD:
+                if exc.value in api.DEAD:
                     raise
                 why_v1 = f"v2 unavailable: {exc}"
         v2 = info is not None
@@ -239,21 +191,16 @@ class _Device:
         action = self.read("recovery_action", self._field, field)
         if action is None:
             return
-        names = [n for n in dir(nvml) if n.startswith(prefix) and getattr(nvml, n) == action]
-        name = names[0] if names else f"{prefix}{action}"
+        name = api.constant_name(nvml, prefix, action) or f"{prefix}{action}"
         self.details.update(recovery_action=action, recovery_action_name=name)
         if action:
             readable = name.removeprefix(prefix).lower().replace("_", " ")
             self.problems.append(f"the driver asks for recovery: {readable} ({name})")
 
     def _field(self, field: int) -> Any:
-        value = self.nvml.nvmlDeviceGetFieldValues(self.parent, [field])[0]
-        ret = int(value.nvmlReturn)  # the call succeeds; each field has its own status
-        if ret == _INVALID_ARGUMENT:  # a driver older than the field does not know its id
-            ret = _NOT_SUPPORTED
-        if ret != self.nvml.NVML_SUCCESS:
-            raise self.nvml.NVMLError(ret)
-        return getattr(value.value, _VALUE_MEMBERS[int(value.valueType)])
+        return api.field_value(
+            self.nvml, self.nvml.nvmlDeviceGetFieldValues(self.parent, [field])[0]
+        )
 
 
 class NvmlCheck(Check):
@@ -286,30 +233,18 @@ class NvmlCheck(Check):
     _nvml: ModuleType | None = None
 
     def setup(self) -> None:
-        try:
-            import pynvml
-        except ImportError:
-            return  # run() says so: a failing line, not a crash of the worker
-        self._nvml = pynvml
+        # None: run() says so, a failing line, not a crash of the worker.
+        self._nvml = api.binding()
 
     def run(self) -> list[Outcome]:
         if self._nvml is None:
             self.setup()
-        nvml = self._nvml
-        if nvml is None:
-            raise CheckFailed("nvidia-ml-py is not installed (pip install nvidia-ml-py)")
         try:
-            nvml.nvmlInit()
-        except nvml.NVMLError as exc:
-            message = _INIT_MESSAGES.get(exc.value, f"NVML failed to start: {exc}")
-            raise CheckFailed(message, nvml_error=_error_name(nvml, exc.value)) from None
-        try:
-            return self._probe_all(nvml)
-        finally:
-            try:
-                nvml.nvmlShutdown()
-            except nvml.NVMLError:
-                pass  # the readings are taken; a failed shutdown changes none of them
+            with api.session(self._nvml) as nvml:
+                return self._probe_all(nvml)
+        except api.Unavailable as exc:
+            details = {} if exc.code is None else {"nvml_error": exc.name}
+            raise CheckFailed(exc.message, **details) from None
 
     def _probe_all(self, nvml: ModuleType) -> list[Outcome]:
         system: dict[str, Any] = {}
@@ -324,7 +259,7 @@ class NvmlCheck(Check):
         try:
             count = int(nvml.nvmlDeviceGetCount())
         except nvml.NVMLError as exc:
-            message = f"NVML cannot list the GPUs: {_describe(nvml, exc, whole=True)}"
+            message = f"NVML cannot list the GPUs: {describe(nvml, exc, whole=True)}"
             raise CheckFailed(message, **system) from None
         if count == 0:
             raise CheckFailed("no NVIDIA GPU found (NVML sees 0 devices)", **system)
@@ -355,8 +290,8 @@ class NvmlCheck(Check):
         except _NoSuchDevice as exc:
             return failed(str(exc), target=target, **details)
         except nvml.NVMLError as exc:
-            details["nvml_error"] = _error_name(nvml, exc.value)
-            message = f"{label}: {_describe(nvml, exc, whole=True)}"
+            details["nvml_error"] = error_name(nvml, exc.value)
+            message = f"{label}: {describe(nvml, exc, whole=True)}"
             return failed(message, target=target, **details)
         details["unsupported"] = device.unsupported
         message = f"{label}: " + ", ".join(device.problems + device.notes)
@@ -372,7 +307,7 @@ class NvmlCheck(Check):
                 return nvml.nvmlDeviceGetHandleByIndex(int(target))
             return nvml.nvmlDeviceGetHandleByUUID(target)
         except nvml.NVMLError as exc:
-            if exc.value not in (_INVALID_ARGUMENT, _NOT_FOUND):
+            if exc.value not in (api.INVALID_ARGUMENT, api.NOT_FOUND):
                 raise
         if target.isdigit():
             raise _NoSuchDevice(f"no GPU with index {target} ({visible})")

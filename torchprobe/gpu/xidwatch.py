@@ -12,7 +12,9 @@ calls ``on_event`` with each :class:`GpuEvent` and ``on_state`` when its state
 changes, so any long-running process (a sidecar, in a worker process of its
 own) can host it. The wait is ``nvmlEventSetWait_v2`` with a short timeout,
 through ctypes, which releases the GIL for the call: a request never waits
-for it. ``pynvml`` is imported in the thread, never at import.
+for it. NVML (:mod:`torchprobe.gpu.nvml`, and through it ``pynvml``) is
+imported in the thread, never at import: importing the monitor, which imports
+this module, loads nothing of NVML.
 """
 
 from __future__ import annotations
@@ -26,10 +28,6 @@ from typing import Any
 
 __all__ = ["GpuEvent", "XidWatch", "watch_targets"]
 
-# nvml.h's event type bits and error codes.
-_SBE, _DBE, _XID = 0x1, 0x2, 0x8
-_NOT_SUPPORTED, _NO_PERMISSION, _TIMEOUT, _GPU_IS_LOST = 3, 4, 10, 15
-_KINDS = {_XID: "xid", _DBE: "double_bit_ecc", _SBE: "single_bit_ecc"}
 #: How long one wait lasts (ms): how soon stop() is seen.
 WAIT_MS = 500
 
@@ -105,25 +103,19 @@ class XidWatch:
 
     def run(self) -> None:
         """The watch, in the calling thread, until :meth:`stop`."""
+        from torchprobe.gpu import nvml as api
+
         try:
-            import pynvml as nvml
-        except ImportError:
-            self.on_state("unsupported", "nvidia-ml-py is not installed")
-            return
-        try:
-            nvml.nvmlInit()
-        except nvml.NVMLError as exc:
-            self.on_state("unsupported", f"NVML did not start: {_name(nvml, exc)}")
-            return
-        try:
-            self._watch(nvml)
-        except nvml.NVMLError as exc:
-            self.on_state("failed", f"the event set failed: {_name(nvml, exc)}")
-        finally:
-            try:
-                nvml.nvmlShutdown()
-            except nvml.NVMLError:
-                pass  # nothing is left to read
+            with api.session(api.binding()) as nvml:
+                try:
+                    self._watch(nvml)
+                except nvml.NVMLError as exc:
+                    self.on_state("failed", f"the event set failed: {_name(nvml, exc)}")
+        except api.Unavailable as exc:
+            if exc.code is None:
+                self.on_state("unsupported", "nvidia-ml-py is not installed")
+            else:
+                self.on_state("unsupported", f"NVML did not start: {exc.name}")
 
     def _watch(self, nvml: Any) -> None:
         events = nvml.nvmlEventSetCreate()
@@ -142,6 +134,13 @@ class XidWatch:
                 pass  # NVML frees it at shutdown anyway
 
     def _register(self, nvml: Any, events: Any) -> tuple[list[str], list[str]]:
+        from torchprobe.gpu import nvml as api
+
+        wanted = api.EVENT_XID | api.EVENT_DOUBLE_BIT_ECC | api.EVENT_SINGLE_BIT_ECC
+        errors = {
+            api.NOT_SUPPORTED: "event sets not supported (a MIG slice, or this GPU)",
+            api.NO_PERMISSION: "no permission for event sets",
+        }
         watched: list[str] = []
         skipped: list[str] = []
         for target in self.targets:
@@ -152,32 +151,35 @@ class XidWatch:
                     handle = nvml.nvmlDeviceGetHandleByUUID(target)
                 uuid = _text(nvml.nvmlDeviceGetUUID(handle))
                 supported = int(nvml.nvmlDeviceGetSupportedEventTypes(handle))
-                if not supported & _XID:
+                if not supported & api.EVENT_XID:
                     skipped.append(f"{uuid}: no Xid events on this GPU")
                     continue
-                nvml.nvmlDeviceRegisterEvents(handle, supported & (_XID | _DBE | _SBE), events)
+                nvml.nvmlDeviceRegisterEvents(handle, supported & wanted, events)
             except nvml.NVMLError as exc:
-                why = {_NOT_SUPPORTED: "event sets not supported (a MIG slice, or this GPU)",
-                       _NO_PERMISSION: "no permission for event sets"}.get(exc.value)  # fmt: skip
+                why = errors.get(exc.value)
                 skipped.append(f"{target}: {why or _name(nvml, exc)}")
                 continue
             watched.append(uuid)
         return watched, skipped
 
     def _loop(self, nvml: Any, events: Any, watched: list[str]) -> None:
+        from torchprobe.gpu import nvml as api
+
+        kinds = {api.EVENT_XID: "xid", api.EVENT_DOUBLE_BIT_ECC: "double_bit_ecc",
+                 api.EVENT_SINGLE_BIT_ECC: "single_bit_ecc"}  # fmt: skip
         while not self._stop.is_set():
             try:
                 data = nvml.nvmlEventSetWait_v2(events, self.wait_ms)
             except nvml.NVMLError as exc:
-                if exc.value == _TIMEOUT:
+                if exc.value == api.TIMEOUT:
                     continue
-                if exc.value == _GPU_IS_LOST:
+                if exc.value == api.GPU_IS_LOST:
                     where = watched[0] if len(watched) == 1 else " or ".join(watched)
                     self.on_event(GpuEvent(where, "gpu_lost", None, time.time()))
                     self.on_state("failed", "the GPU was lost during the wait")
                     return
                 raise
-            kind = _KINDS.get(int(data.eventType) & (_XID | _DBE | _SBE))
+            kind = kinds.get(int(data.eventType) & sum(kinds))
             if kind is None:
                 continue
             try:
@@ -193,6 +195,6 @@ def _text(value: Any) -> str:
 
 
 def _name(nvml: Any, exc: Any) -> str:
-    from torchprobe.report.nvmlinfo import error_name
+    from torchprobe.gpu.nvml import error_name
 
     return error_name(nvml, int(exc.value))

@@ -47,7 +47,7 @@ def run_report(fmt: str, timeout: float, verbose: bool, fp: TextIO) -> int:
         found = problems(sections)
     except Exception as exc:  # noqa: BLE001 - the readings are worth printing without hints
         from torchprobe.common.errors import describe_exception
-        from torchprobe.report.problem import Problem
+        from torchprobe.gpu.hints import Problem
 
         what = f"the report could not work out its hints ({describe_exception(exc)})"
         found = [Problem(what, "the readings above are complete; please report this as a bug")]

@@ -19,6 +19,7 @@ from torchprobe.base import Check, Status
 from torchprobe.common.deadline import Deadline
 from torchprobe.engine.loop import Planned, run
 from torchprobe.engine.spec import format_check, parse_occurrence
+from torchprobe.gpu.host import container, device_nodes
 from torchprobe.report import host
 from torchprobe.report.hints import VERDICTS, cuda_verdict
 from torchprobe.report.nvmlinfo import ReportGpu, ReportNvml
@@ -69,9 +70,9 @@ def gather(budget: float, deadline: float, verbose: bool) -> dict[str, Any]:
     """Every reading, as JSON-able sections; returns by ``deadline`` (monotonic)."""
     sections: dict[str, Any] = {
         "torchprobe": host.versions(),
-        "container": host.container(),
+        "container": container(),
         "environment": host.environment(),
-        "device_nodes": host.device_nodes(),
+        "device_nodes": device_nodes(),
     }
     now = time.monotonic()
     reserve = min(SECOND_ROUND_MAX, SECOND_ROUND_SHARE * (deadline - now))

@@ -16,25 +16,12 @@ from types import ModuleType
 from typing import Any
 
 from torchprobe.base import Check, Option, Outcome, Status
+from torchprobe.gpu import nvml as api
+from torchprobe.gpu.health import clock_reasons
+from torchprobe.gpu.hints import NOT_SUPPORTED
 from torchprobe.options import integer
-from torchprobe.report.hints import NOT_SUPPORTED, clock_reasons
 
-__all__ = ["Dead", "NvmlCheck", "ReportGpu", "ReportNvml", "done", "error_name"]
-
-# NVML error codes, fixed by nvml.h.
-_NOT_SUPPORTED, _FUNCTION_NOT_FOUND, _GPU_IS_LOST, _RESET_REQUIRED = 3, 13, 15, 16
-_UNSUPPORTED = (_NOT_SUPPORTED, _FUNCTION_NOT_FOUND)
-_DEAD = (_GPU_IS_LOST, _RESET_REQUIRED)
-# c_nvmlValue_t's member for each NVML_VALUE_TYPE_*.
-_VALUE_MEMBERS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")
-_THRESHOLDS = (("slowdown", 1), ("shutdown", 0), ("gpu_max", 3), ("memory_max", 2))
-
-
-def error_name(nvml: ModuleType, value: int) -> str:
-    for name in dir(nvml):
-        if name.startswith("NVML_ERROR_") and getattr(nvml, name) == value:
-            return name
-    return f"NVML error {value}"
+__all__ = ["Dead", "NvmlSection", "ReportGpu", "ReportNvml", "done"]
 
 
 def _text(value: Any) -> str:
@@ -53,18 +40,18 @@ class Dead(Exception):
         self.name = name
 
 
-class NvmlCheck(Check):
+class NvmlSection(Check):
+    """A part of the report read through NVML: :meth:`read` turns each error
+    into a reading, and ``with api.session(self.nvml)`` holds NVML started
+    (:class:`~torchprobe.gpu.nvml.Unavailable` names why it did not start)."""
+
     timeout = 5.0
     worker = "nvml"
 
     nvml: ModuleType | None = None
 
     def setup(self) -> None:
-        try:
-            import pynvml
-        except ImportError:
-            return  # run() reports it as a reading
-        self.nvml = pynvml
+        self.nvml = api.binding()  # None: the section says "not installed" as a reading
 
     def read(self, convert: Callable[[Any], Any], fn: str, *args: Any) -> Any:
         """``convert(nvml.fn(*args))``, or what the error says instead."""
@@ -76,42 +63,29 @@ class NvmlCheck(Check):
         try:
             return convert(function(*args))
         except nvml.NVMLError as exc:
-            if exc.value in _DEAD:
-                raise Dead(error_name(nvml, exc.value)) from None
-            if exc.value in _UNSUPPORTED:
+            if exc.value in api.DEAD:
+                raise Dead(api.error_name(nvml, exc.value)) from None
+            if exc.value in api.UNSUPPORTED:
                 return NOT_SUPPORTED
-            return f"error: {error_name(nvml, exc.value)}"
-
-    def started(self) -> str | None:
-        """nvmlInit; the error's name when it fails."""
-        nvml = self.nvml
-        if nvml is None:
-            return "not installed"
-        try:
-            nvml.nvmlInit()
-        except nvml.NVMLError as exc:
-            return error_name(nvml, exc.value)
-        return None
-
-    def stop(self) -> None:
-        assert self.nvml is not None
-        try:
-            self.nvml.nvmlShutdown()
-        except self.nvml.NVMLError:
-            pass  # the readings are taken; a failed shutdown changes none of them
+            return f"error: {api.error_name(nvml, exc.value)}"
 
 
-class ReportNvml(NvmlCheck):
+class ReportNvml(NvmlSection):
     """Whether NVML starts, the driver's versions, and how many GPUs it sees."""
 
     name = "report-nvml"
     description = "the report's NVML system readings"
 
     def run(self) -> Outcome:
-        readings: dict[str, Any] = {"binding": _binding_version()}
-        error = readings["error"] = self.started()
-        if error:
-            return done(readings)
+        readings: dict[str, Any] = {"binding": _binding_version(), "error": None}
+        try:
+            with api.session(self.nvml):
+                self._read_all(readings)
+        except api.Unavailable as exc:
+            readings["error"] = exc.name
+        return done(readings)
+
+    def _read_all(self, readings: dict[str, Any]) -> None:
         try:
             readings["driver"] = self.read(_text, "nvmlSystemGetDriverVersion")
             cuda = self.read(int, "nvmlSystemGetCudaDriverVersion_v2")
@@ -124,9 +98,6 @@ class ReportNvml(NvmlCheck):
             readings["device_count"] = self.read(int, "nvmlDeviceGetCount")
         except Dead as dead:  # a system call answering "lost": some GPU is
             readings["device_count"] = f"error: {dead.name}"
-        finally:
-            self.stop()
-        return done(readings)
 
 
 def _watts(milliwatts: Any) -> float:
@@ -152,7 +123,7 @@ def _binding_version() -> str | None:
         return None
 
 
-class ReportGpu(NvmlCheck):
+class ReportGpu(NvmlSection):
     """Every reading of one GPU, by its NVML index."""
 
     name = "report-gpu"
@@ -163,15 +134,14 @@ class ReportGpu(NvmlCheck):
 
     def run(self) -> Outcome:
         gpu: dict[str, Any] = {"index": self.index}
-        error = self.started()
-        if error:
-            return done({**gpu, "error": error})
         try:
-            self._read_all(gpu)
-        except Dead as dead:
-            gpu["lost"] = dead.name
-        finally:
-            self.stop()
+            with api.session(self.nvml):
+                try:
+                    self._read_all(gpu)
+                except Dead as dead:
+                    gpu["lost"] = dead.name
+        except api.Unavailable as exc:
+            return done({**gpu, "error": exc.name})
         return done(gpu)
 
     def _read_all(self, gpu: dict[str, Any]) -> None:
@@ -196,7 +166,7 @@ class ReportGpu(NvmlCheck):
         temperature = {
             "current": read(int, "nvmlDeviceGetTemperature", handle, nvml.NVML_TEMPERATURE_GPU)
         }
-        for key, threshold in _THRESHOLDS:
+        for key, threshold in api.TEMPERATURE_THRESHOLDS:
             temperature[key] = read(int, "nvmlDeviceGetTemperatureThreshold", handle, threshold)
         gpu["temperature"] = temperature
         gpu["power"] = {
@@ -283,11 +253,11 @@ class ReportGpu(NvmlCheck):
             return NOT_SUPPORTED
 
         def decode(values: Any) -> str:
-            value = values[0]
-            if int(value.nvmlReturn) != nvml.NVML_SUCCESS:  # each field has its own status
-                raise nvml.NVMLError(_NOT_SUPPORTED)
-            action = int(getattr(value.value, _VALUE_MEMBERS[int(value.valueType)]))
-            names = [n for n in dir(nvml) if n.startswith(prefix) and getattr(nvml, n) == action]
-            return names[0].removeprefix(prefix).lower().replace("_", " ") if names else str(action)
+            try:
+                action = int(api.field_value(nvml, values[0]))
+            except nvml.NVMLError:  # the field's own status: the report has no such reading
+                raise nvml.NVMLError(api.NOT_SUPPORTED) from None
+            name = api.constant_name(nvml, prefix, action)
+            return name.removeprefix(prefix).lower().replace("_", " ") if name else str(action)
 
         return self.read(decode, "nvmlDeviceGetFieldValues", handle, [field])

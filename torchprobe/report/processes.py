@@ -6,30 +6,30 @@ from __future__ import annotations
 from typing import Any
 
 from torchprobe.base import Outcome
-from torchprobe.report.nvmlinfo import Dead, NvmlCheck, done
+from torchprobe.gpu import nvml as api
+from torchprobe.report.nvmlinfo import Dead, NvmlSection, done
 
 __all__ = ["ReportGpuProcesses"]
 
 
-class ReportGpuProcesses(NvmlCheck):
+class ReportGpuProcesses(NvmlSection):
     """The processes holding memory on each GPU."""
 
     name = "report-gpu-processes"
     description = "the report's GPU process readings"
 
     def run(self) -> Outcome:
-        error = self.started()
-        if error:
-            return done({"error": error})
         gpus: list[dict[str, Any]] = []
         try:
-            count = self.read(int, "nvmlDeviceGetCount")
-            for index in range(count if isinstance(count, int) else 0):
-                gpus.append(self._one(index))
-        except Dead as dead:
-            count = f"error: {dead.name}"
-        finally:
-            self.stop()
+            with api.session(self.nvml):
+                try:
+                    count = self.read(int, "nvmlDeviceGetCount")
+                    for index in range(count if isinstance(count, int) else 0):
+                        gpus.append(self._one(index))
+                except Dead as dead:
+                    count = f"error: {dead.name}"
+        except api.Unavailable as exc:
+            return done({"error": exc.name})
         if isinstance(count, str):
             return done({"error": count.removeprefix("error: "), "gpus": gpus})
         return done({"gpus": gpus})

@@ -1,45 +1,20 @@
-"""The per-GPU hints: a lost GPU, and what one GPU's NVML readings say is
-wrong. Pure functions, like the rest of :mod:`torchprobe.report.hints`, which
-re-exports them: import them from there."""
+"""What one GPU's NVML readings (as the ``--report`` diagnostics gather them)
+say is wrong. Pure functions, like :mod:`torchprobe.gpu.hints`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from torchprobe.report.problem import HOST_LOGS, NOT_SUPPORTED, Problem
+from torchprobe.gpu.hints import NOT_SUPPORTED, Problem
 
-__all__ = ["clock_reasons", "gpu_health", "gpu_lost"]
+__all__ = ["clock_reasons", "gpu_health"]
 
 _GIB = float(1 << 30)
 # Below this much free memory a new process cannot count on room for its CUDA
-# context (617 MiB measured on an H100 with lazy loading; facts.md).
+# context (617 MiB measured on an H100 with lazy loading: docs/performance.md).
 _LOW_FREE = 1 << 30
 
-
-def gpu_lost(label: str, error: str | None) -> Problem | None:
-    """A GPU that fell off the bus or needs a reset."""
-    if error == "NVML_ERROR_GPU_IS_LOST":
-        return Problem(
-            f"{label} is lost (NVML_ERROR_GPU_IS_LOST): it fell off the bus or stopped answering",
-            f"look for Xid 79 in {HOST_LOGS}; reset the GPU "
-            "(`nvidia-smi -r`) or reboot the node; replace it if it recurs",
-        )
-    if error == "NVML_ERROR_RESET_REQUIRED":
-        return Problem(
-            f"{label} needs a reset (NVML_ERROR_RESET_REQUIRED)",
-            "drain the node and reset the GPU (`nvidia-smi -r`) or reboot",
-        )
-    if error == "NVML_ERROR_UNKNOWN":  # see hints.nvml_start
-        return Problem(
-            f"{label}: NVML answers Unknown Error (in a container: it lost its GPU access, "
-            "as a host's `systemctl daemon-reload` does)",
-            "restart the container (a new one gets its GPU back)",
-        )
-    return None
-
-
-# -- one GPU ---------------------------------------------------------------------
 # NVML's clocks event (formerly throttle) reason bits, fixed by nvml.h.
 _CLOCK_REASONS = {
     0x1: "gpu idle", 0x2: "applications clocks setting", 0x4: "sw power cap",
