@@ -44,11 +44,9 @@ def versions() -> dict[str, Any]:
 
 
 def _read(path: str, limit: int = 65536) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fp:
-            return fp.read(limit)
-    except OSError:
-        return None
+    from torchprobe.common.procfs import read_text
+
+    return read_text(path, limit)
 
 
 def container(environ: dict[str, str] | None = None) -> dict[str, Any]:
