@@ -48,7 +48,7 @@ __all__ = [
     "families",
     "health_document",
     "register",
-    "render_text",
+    "render_metrics_text",
 ]
 
 JSON_TYPE = "application/json"
@@ -184,7 +184,7 @@ def families(states: Sequence[dict[str, Any]], by_pid: bool) -> list[Family]:
     return list(out.values())
 
 
-def render_text(fams: Iterable[Family]) -> str:
+def render_metrics_text(fams: Iterable[Family]) -> str:
     """The text exposition format by hand, for when prometheus_client is absent."""
     lines: list[str] = []
     for fam in fams:
@@ -332,7 +332,9 @@ class Endpoints:
     def metrics(self, accept: str | None = None) -> Answer:
         """The registry in the format ``accept`` asks for (OpenMetrics or text)."""
         if self.registry is None:
-            text = render_text(families(gather(self.monitor, self.aggregate), self.aggregate))
+            text = render_metrics_text(
+                families(gather(self.monitor, self.aggregate), self.aggregate)
+            )
             return Answer(200, text.encode(), TEXT_TYPE)
         from prometheus_client.exposition import choose_encoder
 
