@@ -29,7 +29,7 @@ from torchprobe import __version__
 from torchprobe.common.jsonout import dumps
 from torchprobe.common.safeio import STATUS_FILE_CAP, read_regular
 from torchprobe.common.statusdir import pid_alive
-from torchprobe.renderers.prometheus import label_set, sample
+from torchprobe.renderers.prometheus import header, label_set, sample
 from torchprobe.results import distinct_names
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ def render_metrics_text(fams: Iterable[Family]) -> str:
         # A counter's sample is NAME_total, and its TYPE line names it so, as
         # prometheus_client writes the text format.
         name = f"{fam.name}_total" if fam.kind == "counter" else fam.name
-        lines += [f"# HELP {name} {fam.help}", f"# TYPE {name} {fam.kind}"]
+        lines += header(name, fam.help, fam.kind)
         for values, value in fam.samples:
             pairs = list(zip(fam.labels, values, strict=True))
             labels = label_set(pairs) if pairs else ""
