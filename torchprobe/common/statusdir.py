@@ -11,6 +11,7 @@ configuring in the common case.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from torchprobe.common import procfs
@@ -72,7 +73,7 @@ def resolve_status_dir(setting: Any = None) -> str:
     return fallback_dir()
 
 
-def write_atomically(path: str, document: dict[str, Any]) -> str | None:
+def write_atomically(path: str, document: Mapping[str, object]) -> str | None:
     """Write JSON to ``path`` atomically, creating its directory. Returns the
     error as text instead of raising."""
     try:
