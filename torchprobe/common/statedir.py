@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping
 
 from torchprobe.common.paths import RUN_DIR, fallback_dir
-from torchprobe.common.procfs import process_life
+from torchprobe.common.procfs import process_life  # the life a state belongs to
 from torchprobe.common.safeio import STATE_CAP, open_locked, read_fd
 
 __all__ = [
