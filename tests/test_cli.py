@@ -94,6 +94,23 @@ def test_usage_errors_are_one_line_and_exit_1(args: list[str], needle: str) -> N
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "flag"), [(["--list"], "--list"), (["--dry-run", "ok"], "--dry-run")]
+)
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_prometheus_asked_of_an_output_that_has_none_is_one_usage_error(
+    args: list[str], flag: str, how: str
+) -> None:
+    # These printed text instead, as if the format had been honoured.
+    if how == "flag":
+        result = run_cli("--format", "prometheus", *args)
+    else:
+        result = run_cli(*args, env=clean_env(TORCHPROBE_FORMAT="prometheus"))
+    assert result.rc == 1 and result.stdout == ""
+    assert result.stderr == f"torchprobe: error: {flag} supports --format text or json\n"
+    assert run_cli("--format", "json", *args).rc == 0
+
+
 def test_exit_0_when_nothing_failed_and_something_passed() -> None:
     assert run_cli("ok").rc == 0
     assert run_cli("ok", "fails").rc == 1

@@ -283,14 +283,14 @@ def test_every_json_document_parses_strictly(tmp_path: Path, plugins: None) -> N
 def test_the_in_process_metrics_are_strict() -> None:
     """What an app's /metrics serves, from a state with a repeated check name
     and a non-finite figure (a status file another worker wrote)."""
-    from torchprobe.integrations.metrics import families, render_text
+    from torchprobe.integrations.metrics import families, render_metrics_text
 
     state = {"pid": 7, "live": True, "ready": True, "torchprobe_version": "0",
              "updated": time.time(), "busy": {"loop_lag_seconds": math.inf},
              "checks": [{"check": "cuda", "name": "cuda", "status": "pass", "duration": 0.1},
                         {"check": "cuda", "name": "cuda", "status": "fail",
                          "duration": math.nan}]}  # fmt: skip
-    series = strict_prometheus(render_text(families([state], by_pid=True)))
+    series = strict_prometheus(render_metrics_text(families([state], by_pid=True)))
     up = [dict(labels)["name"] for name, labels in series if name == "torchprobe_check_up"]
     assert up == ["cuda", "cuda#2"]
 

@@ -238,6 +238,47 @@ def test_the_status_file_holds_the_documented_state(make: Callable[..., Monitor]
     assert list(path.parent.iterdir()) == []  # a clean exit removes it, and no temporary is left
 
 
+def _documented_state() -> dict[str, Any]:
+    text = (Path(__file__).parent.parent / "docs" / "monitor-contract.md").read_text()
+    block = text.split("State / status file", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+    document: dict[str, Any] = json.loads(block)
+    return document
+
+
+def _keys_agree(typed: Any, value: Any, where: str) -> None:
+    """The TypedDict ``typed`` names exactly the keys of ``value``, nested ones too."""
+    import types
+    import typing
+
+    if not typing.is_typeddict(typed) or not isinstance(value, dict):
+        return
+    hints = typing.get_type_hints(typed)
+    assert set(hints) == set(value), f"{where}: {sorted(set(hints) ^ set(value))}"
+    for key, hint in hints.items():
+        optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        for kind in typing.get_args(hint) if optional else (hint,):
+            items = value[key] if typing.get_origin(kind) is list else [value[key]]
+            element = typing.get_args(kind)[0] if typing.get_origin(kind) is list else kind
+            for item in items if isinstance(items, list) else []:
+                _keys_agree(element, item, f"{where}.{key}")
+
+
+def test_the_documented_state_the_typed_one_and_the_written_one_agree(
+    make: Callable[..., Monitor], tmp_path: Path
+) -> None:
+    from torchprobe.common.status_doc import StatusDocument
+
+    _keys_agree(StatusDocument, _documented_state(), "docs/monitor-contract.md")
+    m = make().start()
+    path = tmp_path / "status" / f"{os.getpid()}.json"
+    wait_for(lambda: path.exists() and json.loads(path.read_text())["checks"])
+    m.record_error(AcceleratorError("CUDA error: an illegal memory access was encountered", 700))
+    wait_for(lambda: json.loads(path.read_text())["sticky"] is not None)
+    written = json.loads(path.read_text())
+    assert list(written) == list(_documented_state())  # the same fields, in the same order
+    _keys_agree(StatusDocument, written, "the status file")
+
+
 def test_an_unwritable_status_dir_warns_once_and_never_breaks_the_app(
     make: Callable[..., Monitor], caplog: pytest.LogCaptureFixture
 ) -> None:

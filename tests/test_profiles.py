@@ -168,6 +168,17 @@ def test_dry_run_of_a_profile_still_validates_its_includes(tmp_path: Path) -> No
         assert "profiles.base.checks[0] (line 6): " in line, line
 
 
+def test_dry_run_of_a_prometheus_profile_names_its_format(tmp_path: Path) -> None:
+    # The profile's format is the run's: the dry run says so rather than refuse.
+    config = write(tmp_path, '[profiles.m]\nchecks = ["ok"]\nformat = "prometheus"\n')
+    planned = run_cli("--config", str(config), "--profile", "m", "--dry-run")
+    assert planned.rc == 0, planned.stderr
+    assert planned.stdout.startswith("checks from profile 'm'")
+    assert "; format prometheus\n" in planned.stdout
+    ran = run_cli("--config", str(config), "--profile", "m")
+    assert ran.rc == 0 and "torchprobe_up 1" in ran.stdout
+
+
 def test_dry_run_without_a_profile_lints_the_whole_file(tmp_path: Path) -> None:
     config = write(tmp_path, BROKEN_ELSEWHERE)
     line = one_error(run_cli("--config", str(config), "--dry-run", "ok"))

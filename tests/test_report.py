@@ -18,7 +18,7 @@ from conftest import Run, clean_env, fake_nvml_env, run_cli
 from torchprobe.base import UsageError
 from torchprobe.report import findings, hints, run_report
 from torchprobe.report.hints import Problem
-from torchprobe.report.render import render_text
+from torchprobe.report.render import render_report_text
 
 NO_DRIVER = not os.path.exists("/dev/nvidiactl")
 
@@ -99,7 +99,7 @@ def as_text(document: dict[str, Any]) -> str:
     """The text rendering of a JSON report: the same readings, without a second run."""
     out = io.StringIO()
     problems = [Problem(**p) for p in document["problems"]]
-    render_text(document, problems, out)
+    render_report_text(document, problems, out)
     return out.getvalue()
 
 

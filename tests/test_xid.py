@@ -332,7 +332,7 @@ def test_another_workers_damaged_xid_field_never_breaks_the_metrics() -> None:
     damaged ``xid`` there is left out, and the text still parses strictly."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from torchprobe.integrations.metrics import families, render_text
+    from torchprobe.integrations.metrics import families, render_metrics_text
 
     base = {"pid": 7, "live": True, "ready": True, "updated": time.time()}
     states = [
@@ -342,7 +342,7 @@ def test_another_workers_damaged_xid_field_never_breaks_the_metrics() -> None:
         {**base, "pid": 8, "xid": ["not", "a", "dict"]},
         {**base, "pid": 9, "xid": {"counts": {"not": "a list"}}},
     ]  # fmt: skip
-    text = render_text(families(states, by_pid=True))
+    text = render_metrics_text(families(states, by_pid=True))
     found = {f.name: f for f in text_string_to_metric_families(text)}
     samples = [(s.labels, s.value) for s in found["torchprobe_gpu_xid_events"].samples]
     assert samples == [({"pid": "7", "gpu": 'GPU-"\n', "xid": "79"}, 2.0)]

@@ -8,6 +8,10 @@ as stale; a poisoned CUDA context says so itself; a worker that died is seen
 for a grace period before its file is forgotten, so a crash is not missed.
 With several workers (gunicorn ``--workers 4``) one bad worker fails the
 check, where an HTTP request would reach a random worker and flap.
+
+What the monitor writes is :class:`torchprobe.common.status_doc.StatusDocument`;
+what this reads is whatever is in the directory, so each field it uses is
+checked here as it is read, never assumed to have that type.
 """
 
 from __future__ import annotations

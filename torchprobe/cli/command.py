@@ -23,9 +23,9 @@ import click  # noqa: E402
 from torchprobe import __version__  # noqa: E402
 from torchprobe.base import Interrupted, UsageError  # noqa: E402
 from torchprobe.options import duration  # noqa: E402
+from torchprobe.renderers import FORMATS, require_format  # noqa: E402
 
 F = TypeVar("F", bound=Callable[..., Any])
-FORMATS = ("text", "json", "prometheus")
 #: --report's own deadline unless --timeout is given.
 REPORT_TIMEOUT = 30.0
 
@@ -249,6 +249,7 @@ def command(
         return ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
 
     if list_:
+        require_format(fmt, "--list")
         from torchprobe.cli.listing import entries, render_list
 
         render_list(entries(), sys.stdout, fmt)
@@ -271,6 +272,10 @@ def command(
     if source.format is not None and not given("fmt"):
         fmt = source.format
     if dry_run:
+        if given("fmt"):
+            # Asked of the dry run itself. A profile's format is the run's, which
+            # the dry run names in its first line whatever form that line takes.
+            require_format(fmt, "--dry-run")
         show_plan(source, timeout, fmt, config, os.environ, sys.stdout)
         return 0
     policy = None

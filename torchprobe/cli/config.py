@@ -25,6 +25,7 @@ from typing import Any
 from torchprobe.base import UsageError
 from torchprobe.engine.spec import format_check
 from torchprobe.options import duration
+from torchprobe.renderers import FORMATS
 
 __all__ = ["BUILTIN_PROFILES", "Profile", "find_config", "load_profile", "validate_config"]
 
@@ -41,7 +42,6 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
 
 SEARCH = ("torchprobe.toml", "/etc/torchprobe.toml")
 _PROFILE_KEYS = {"checks", "include", "timeout", "format"}
-_FORMATS = ("text", "json", "prometheus")
 
 
 class Profile:
@@ -206,8 +206,8 @@ class _Resolver:
         if "timeout" in table:
             timeout = _timeout(table["timeout"], lambda m: fail("timeout", m))
         if "format" in table:
-            if table["format"] not in _FORMATS:
-                raise fail("format", f"{table['format']!r} is not one of {', '.join(_FORMATS)}")
+            if table["format"] not in FORMATS:
+                raise fail("format", f"{table['format']!r} is not one of {', '.join(FORMATS)}")
             fmt = table["format"]
         order.pop(name, None)
         order[name] = None

@@ -29,17 +29,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from torchprobe.base import Interrupted, UsageError
-from torchprobe.common.statedir import (  # noqa: F401 - LOCK_WAIT, RUN_DIR: still read as restart.*
+from torchprobe.common import procfs
+from torchprobe.common.procfs import process_life
+from torchprobe.common.safeio import replace_atomically
+from torchprobe.common.statedir import (  # noqa: F401 - LOCK_WAIT: still read as restart.*
     LOCK_WAIT,
-    RUN_DIR,
     STATE_ENV,
     default_state_dir,
     lock_file,
-    process_life,
     read_all,
 )
-from torchprobe.common.statedir import read_text as _read
-from torchprobe.common.statusdir import replace_atomically
 
 if TYPE_CHECKING:
     from torchprobe.engine.plan import Planned
@@ -54,15 +53,15 @@ CGROUP_HINTS = ("docker", "containerd", "kubepods", "libpod", "lxc", "crio")
 Note = Callable[[str], None]
 
 
-def in_container(proc: str = "/proc", root: str = "/") -> bool:
+def in_container(proc: str = procfs.PROC, root: str = "/") -> bool:
     """True only on positive evidence of a container whose PID 1 is the app
     (or its init), never a service manager: a wrong yes would SIGTERM a host."""
-    comm = (_read(f"{proc}/1/comm") or "").strip()
+    comm = procfs.comm(1, proc) or ""
     if comm in SYSTEM_INITS:
         return False
     if any(os.path.exists(os.path.join(root, m)) for m in (".dockerenv", "run/.containerenv")):
         return True
-    cgroup = _read(f"{proc}/1/cgroup") or ""
+    cgroup = procfs.read_text(f"{proc}/1/cgroup") or ""
     return any(hint in cgroup for hint in CGROUP_HINTS)
 
 
@@ -83,7 +82,7 @@ def _receives(pid: int, signum: int) -> bool | None:
     signalfd), or sleeps in sigtimedwait for it (tini, dumb-init: the wait
     unblocks it, so it shows in neither mask). None when it cannot be told."""
     masks: dict[str, int] = {}
-    for line in (_read(f"/proc/{pid}/status") or "").splitlines():
+    for line in (procfs.read_text(f"{procfs.PROC}/{pid}/status") or "").splitlines():
         key, _, value = line.partition(":")
         if key in ("SigCgt", "SigBlk"):
             masks[key] = int(value, 16)
@@ -91,7 +90,7 @@ def _receives(pid: int, signum: int) -> bool | None:
         return None
     if (masks["SigCgt"] | masks["SigBlk"]) >> (signum - 1) & 1:
         return True
-    wchan = (_read(f"/proc/{pid}/wchan") or "").strip()
+    wchan = (procfs.read_text(f"{procfs.PROC}/{pid}/wchan") or "").strip()
     if "sigtimedwait" in wchan:
         return True
     return None if wchan in ("", "0") else False
@@ -214,7 +213,8 @@ class RestartPolicy:
             os.close(fd)
 
     def _signal(self, times: int, note: Note) -> None:
-        name = (_read(f"/proc/{self.pid}/comm") or "?").strip()
+        name = procfs.comm(self.pid)
+        name = "?" if name is None else name
         runs = "run" if self.after == 1 else "runs"
         what = f"{self.signum.name} to PID {self.pid} ({name}) after {self.after} failed {runs}"
         extra = (f" (signal {times} in this life: the earlier did not end it; does PID "

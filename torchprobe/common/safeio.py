@@ -11,7 +11,8 @@ Every file torchprobe opens goes through here, in one of two ways:
   the ``status-file`` check reads, TLS files) may be symbolic links, as
   Kubernetes ConfigMaps and Secrets are, but are opened with ``O_NONBLOCK``,
   refused unless regular, and read up to a cap of their kind (the ``*_CAP``
-  values below), so a FIFO, a device or a runaway file costs nothing.
+  values below), so a FIFO, a device or a runaway file costs nothing. A
+  ``/proc`` file is read up to a cap too, and cut there (``read_head``).
 
 Every refusal is an ``OSError`` whose ``strerror`` says what the file is, so
 a caller's existing ``except OSError`` turns it into its one-line message.
@@ -33,6 +34,7 @@ __all__ = [
     "open_locked",
     "open_own",
     "read_fd",
+    "read_head",
     "read_regular",
     "remove_quietly",
     "replace_atomically",
@@ -98,6 +100,26 @@ def read_regular(path: str, cap: int) -> bytes:
             raise OSError(errno.EFBIG, f"larger than {_size(cap)}, the most torchprobe reads "
                           "of it", path)  # fmt: skip
         return read_fd(fd, cap, path)
+    finally:
+        os.close(fd)
+
+
+def read_head(path: str, cap: int) -> bytes:
+    """At most the first ``cap`` bytes of a regular file that torchprobe only
+    reads: a ``/proc`` file, whose ``st_size`` is 0 whatever it holds and of
+    which the head is what is wanted (see :mod:`torchprobe.common.procfs`)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        _regular(fd, path)
+        chunks: list[bytes] = []
+        size = 0
+        while size < cap:
+            chunk = os.read(fd, min(65536, cap - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
     finally:
         os.close(fd)
 

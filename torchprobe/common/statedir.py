@@ -4,8 +4,9 @@
 the model-server presets its last reading of a server's metrics. Probe runs
 are separate processes, so whatever must outlive one run is a file here:
 ``$TORCHPROBE_STATE_DIR``, else ``/run/torchprobe``, else
-``<tempdir>/torchprobe``. No file here ends in ``.json``: the ``status-file``
-check reads every ``*.json`` in ``/run/torchprobe``.
+``<tempdir>/torchprobe`` (the rule in full: :mod:`torchprobe.common.paths`).
+No file here ends in ``.json``: the ``status-file`` check reads every
+``*.json`` in ``/run/torchprobe``.
 
 A state belongs to one life of a process (the container's PID 1): a file
 that survived a restart of the container describes the previous life and is
@@ -16,10 +17,11 @@ from __future__ import annotations
 
 import errno
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 
+from torchprobe.common.paths import RUN_DIR, fallback_dir
+from torchprobe.common.procfs import process_life  # the life a state belongs to
 from torchprobe.common.safeio import STATE_CAP, open_locked, read_fd
 
 __all__ = [
@@ -30,45 +32,22 @@ __all__ = [
     "lock_file",
     "process_life",
     "read_all",
-    "read_text",
 ]
 
 STATE_ENV = "TORCHPROBE_STATE_DIR"
-RUN_DIR = "/run/torchprobe"
 #: Overlapping runs hold the lock for a millisecond; past this, give up on this run.
 LOCK_WAIT = 1.0
-
-
-def read_text(path: str) -> str | None:
-    try:
-        with open(path, encoding="ascii", errors="replace") as fp:
-            return fp.read()
-    except OSError:
-        return None
-
-
-def process_life(pid: int) -> str | None:
-    """What tells this life of ``pid`` from any later process with that PID:
-    the boot and the start time (/proc/PID/stat field 22). None when it is gone."""
-    stat = read_text(f"/proc/{pid}/stat")
-    if stat is None:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()
-    if len(fields) < 20 or fields[0] in ("Z", "X"):
-        return None
-    boot = (read_text("/proc/sys/kernel/random/boot_id") or "").strip()
-    return f"{boot}:{fields[19]}"
 
 
 def default_state_dir(environ: Mapping[str, str]) -> str:
     configured = environ.get(STATE_ENV)
     if configured:
         return configured
-    # /run/torchprobe where it exists and is writable (Dockerfile.example makes
-    # it for its user) or can be made; nothing is created before a run needs it.
+    # RUN_DIR where it exists and is writable (Dockerfile.example makes it for
+    # its user) or can be made; nothing is created before a run needs it.
     usable = os.access(RUN_DIR, os.W_OK | os.X_OK) if os.path.isdir(RUN_DIR) else (
         os.access(os.path.dirname(RUN_DIR), os.W_OK | os.X_OK))  # fmt: skip
-    return RUN_DIR if usable else os.path.join(tempfile.gettempdir(), "torchprobe")
+    return RUN_DIR if usable else fallback_dir()
 
 
 def lock_file(path: str, wait: float = LOCK_WAIT, until: float | None = None) -> int:

@@ -2,16 +2,20 @@
 state as ``<pid>.json``, and how the ``status-file`` check finds it.
 
 The place: ``$TORCHPROBE_STATUS_DIR``, else ``/run/torchprobe``, else
-``<tempdir>/torchprobe``. A probe and the server it watches resolve it the
-same way, so neither needs configuring in the common case.
+``<tempdir>/torchprobe``; a reader and a writer differ in when
+``/run/torchprobe`` counts as usable (both rules: :mod:`torchprobe.common.paths`).
+A probe and the server it watches resolve it the same way, so neither needs
+configuring in the common case.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+from collections.abc import Mapping
 from typing import Any
 
+from torchprobe.common import procfs
+from torchprobe.common.paths import RUN_DIR, fallback_dir
 from torchprobe.common.safeio import remove_quietly, replace_atomically
 
 __all__ = [
@@ -27,7 +31,6 @@ __all__ = [
 ]
 
 ENV = "TORCHPROBE_STATUS_DIR"
-RUN_DIR = "/run/torchprobe"
 
 
 def _usable(directory: str) -> bool:
@@ -39,13 +42,14 @@ def _usable(directory: str) -> bool:
 
 
 def default_status_dir() -> str:
-    """Where the status files are when nothing says otherwise (for readers)."""
+    """Where the status files are when nothing says otherwise (for readers:
+    creates nothing; see :mod:`torchprobe.common.paths`)."""
     configured = os.environ.get(ENV)
     if configured:
         return configured
     if os.path.isdir(RUN_DIR):
         return RUN_DIR
-    return os.path.join(tempfile.gettempdir(), "torchprobe")
+    return fallback_dir()
 
 
 def configured_status_dir(setting: Any = None) -> str | None:
@@ -66,10 +70,10 @@ def resolve_status_dir(setting: Any = None) -> str:
         return configured
     if _usable(RUN_DIR):
         return RUN_DIR
-    return os.path.join(tempfile.gettempdir(), "torchprobe")
+    return fallback_dir()
 
 
-def write_atomically(path: str, document: dict[str, Any]) -> str | None:
+def write_atomically(path: str, document: Mapping[str, object]) -> str | None:
     """Write JSON to ``path`` atomically, creating its directory. Returns the
     error as text instead of raising."""
     try:
@@ -85,21 +89,15 @@ def write_atomically(path: str, document: dict[str, Any]) -> str | None:
 def pid_start(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (from /proc), which
     tells a live process from a later one that reused its PID."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fp:
-            fields = fp.read().rsplit(")", 1)[1].split()
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return None
+    found = procfs.stat(pid)
+    return None if found is None else found.start_time
 
 
 def pid_alive(pid: int, started: int | None) -> bool:
     """True while the process that wrote a status file still runs (not a zombie,
     not another process that has since taken its PID)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fp:
-            fields = fp.read().rsplit(")", 1)[1].split()
-    except OSError:
+    line = procfs.read_text(f"{procfs.PROC}/{pid}/stat", procfs.STAT_CAP)
+    if line is None:
         if not os.path.isdir("/proc/self"):  # no procfs: ask the kernel directly
             try:
                 os.kill(pid, 0)
@@ -109,11 +107,9 @@ def pid_alive(pid: int, started: int | None) -> bool:
                 return True
             return True
         return False
-    if fields[0] in ("Z", "X"):
+    found = procfs.parse_stat(line)
+    if found is None:
+        return True  # a line this cannot read: no evidence that the process is gone
+    if found.ended:
         return False
-    if started is not None:
-        try:
-            return int(fields[19]) == started
-        except (IndexError, ValueError):
-            return True
-    return True
+    return started is None or found.start_time == started

@@ -15,14 +15,16 @@ Two things find such processes:
 
 The engine sweeps both at the end of every run that started a worker; the
 janitor (:mod:`torchprobe.engine.workerproc`) sweeps the marked ones when torchprobe
-itself is killed. Standard library only: the janitor imports this module
-into a bare ``python -S`` interpreter.
+itself is killed. Standard library and :mod:`torchprobe.common.procfs`
+only: the janitor imports this module into a bare ``python -S`` interpreter.
 """
 
 import os
 import signal
 import sys
 import time
+
+from torchprobe.common import procfs
 
 MARK = "TORCHPROBE_RUN"
 PR_SET_CHILD_SUBREAPER = 36
@@ -54,24 +56,13 @@ def become_subreaper() -> bool:
     return _subreaper
 
 
-def _pids() -> list[int]:
-    try:
-        return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
-    except OSError:
-        return []
-
-
 def marked(token: str) -> list[int]:
     """Live processes whose environment carries this run's mark."""
     needle = f"{MARK}={token}".encode()
     found = []
-    for pid in _pids():
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as fp:
-                environ = fp.read()
-        except OSError:  # gone, or another user's
-            continue
-        if needle in environ.split(b"\0"):
+    for pid in procfs.pids():
+        environ = procfs.environ(pid)
+        if environ is not None and needle in environ:  # None: gone, or another user's
             found.append(pid)
     return found
 
@@ -82,13 +73,9 @@ def adopted() -> list[int]:
         return []
     me = os.getpid()
     found = []
-    for pid in _pids():
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fp:
-                fields = fp.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 1 and fields[1] == b"%d" % me and fields[0] not in (b"Z", b"X"):
+    for pid in procfs.pids():
+        stat = procfs.stat(pid)
+        if stat is not None and stat.ppid == me and not stat.ended:
             found.append(pid)
     return found
 

@@ -26,11 +26,10 @@ _KERNEL_MODULE = re.compile(r"Kernel Module(?: for \S+)?\s+(\d+(?:\.\d+)+)")
 
 
 def _read(path: str, limit: int = 65536) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fp:
-            return fp.read(limit)
-    except OSError:
-        return None
+    """The first ``limit`` bytes of a /proc (or /sys) file, bounded and non-blocking."""
+    from torchprobe.common.procfs import read_text
+
+    return read_text(path, limit)
 
 
 def container(environ: dict[str, str] | None = None) -> dict[str, Any]:

@@ -34,11 +34,20 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from torchprobe import __version__
 from torchprobe.base import Check, Status, UsageError
 from torchprobe.common.deadline import Deadline
+from torchprobe.common.status_doc import (
+    SCHEMA_VERSION,
+    CheckEntry,
+    GpuMemory,
+    Lifecycle,
+    StatusDocument,
+    Sticky,
+    XidDocument,
+)
 from torchprobe.common.statusdir import pid_start
 from torchprobe.gpu.xidstate import XidState
 from torchprobe.gpu.xidwatch import GpuEvent, XidWatch, watch_targets
@@ -52,7 +61,6 @@ __all__ = ["Monitor", "Verdict"]
 
 log = logging.getLogger("torchprobe")
 F = TypeVar("F", bound=Callable[..., Any])
-SCHEMA_VERSION = 1
 #: How often the event-loop lag probe ticks (seconds).
 LOOP_TICK = 0.5
 #: How long stop() waits for a write under way before it returns anyway.
@@ -160,8 +168,8 @@ class Monitor:
         self._owner: int | None = None
         self._stopped = False
         self._counter = itertools.count(1)
-        self._lifecycle: dict[str, Any] = {"state": "waiting", "error": None, "since": time.time()}
-        self._sticky: dict[str, Any] | None = None
+        self._lifecycle: Lifecycle = {"state": "waiting", "error": None, "since": time.time()}
+        self._sticky: Sticky | None = None
         self._reset()
         self._pid_start: int | None = pid_start(os.getpid())
         if self._specs is not None:
@@ -186,13 +194,13 @@ class Monitor:
         self._completed_lock = threading.Lock()
         self._loops: set[int] = set()
         self._pid_start = None  # read again by the monitor's thread: /proc is a file
-        self._results: list[dict[str, Any]] = []
+        self._results: list[CheckEntry] = []
         self._round_failed: list[str] = []
         self._running: tuple[str, float, float] | None = None  # label, started, timeout
         self._last_round: float | None = None
         self._loop_expected: float | None = None
         self._loop_lag: float | None = None
-        self._gpu: dict[str, Any] | None = None
+        self._gpu: GpuMemory | None = None
         # Counts since this process's monitor started: a restarted (or forked)
         # process starts clean.
         self._xid = XidState(*self._xid_sets)
@@ -275,7 +283,7 @@ class Monitor:
         with self._lock:
             if self._sticky is not None:
                 return
-            self._sticky = dict(sticky.as_dict(), at=time.time())
+            self._sticky = sticky.as_dict(time.time())
         log.error("torchprobe: sticky CUDA error %s (%s): this process must be restarted",
                   sticky.code, sticky.message)  # fmt: skip
         self._publish()
@@ -382,7 +390,7 @@ class Monitor:
         overdue = now - self._loop_expected
         return max(self._loop_lag or 0.0, overdue) if overdue > 0 else self._loop_lag
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> StatusDocument:
         """A JSON-able snapshot: the document the status file holds."""
         self._ensure()
         now_mono, now = time.monotonic(), time.time()
@@ -401,8 +409,8 @@ class Monitor:
             "live": live_ok,
             "ready": ready.ok,
             "reasons": {"live": live_reasons, "ready": ready.reasons},
-            "lifecycle": dict(self._lifecycle),
-            "sticky": dict(self._sticky) if self._sticky else None,
+            "lifecycle": self._lifecycle.copy(),
+            "sticky": self._sticky.copy() if self._sticky else None,
             "busy": {
                 "in_flight": len(self._inflight),
                 "completed": self._completed,
@@ -413,7 +421,8 @@ class Monitor:
             "last_round": self._last_round,
             "checks": list(self._results),
             "gpu": self._gpu,
-            "xid": self._xid.document(),
+            # Built in gpu/, which knows nothing of this module: the same fields.
+            "xid": cast(XidDocument, self._xid.document()),
         }
 
     # -- the thread --------------------------------------------------------------------
@@ -525,7 +534,7 @@ class Monitor:
         except (UsageError, ImportError, ValueError) as exc:
             self._round_failed = [f"monitor checks: {exc}"]
             return
-        results: list[dict[str, Any]] = []
+        results: list[CheckEntry] = []
         failed: list[str] = []
         for check in self._checks:
             label = getattr(check, "label", check.name)

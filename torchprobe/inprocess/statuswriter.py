@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from torchprobe.common.status_doc import StatusDocument
 from torchprobe.common.statusdir import (
     configured_status_dir,
     remove_quietly,
@@ -30,7 +31,7 @@ class StatusWriter:
     """Writes ``<directory>/<pid>.json`` whenever :meth:`publish` was called
     since the last write; removes it on :meth:`stop`."""
 
-    def __init__(self, setting: Any, snapshot: Callable[[], dict[str, Any]],
+    def __init__(self, setting: Any, snapshot: Callable[[], StatusDocument],
                  warn: Callable[[str, str], None]) -> None:  # fmt: skip
         self._setting = setting
         self._snapshot = snapshot

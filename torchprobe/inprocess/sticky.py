@@ -15,6 +15,8 @@ error: out of memory"), which is what a full GPU gives at context creation.
 
 from __future__ import annotations
 
+from torchprobe.common.status_doc import Sticky
+
 __all__ = ["STICKY_CODES", "StickyError", "classify", "classify_text"]
 
 #: cudaError_t values after which the context cannot be used again.
@@ -46,8 +48,9 @@ class StickyError:
         self.type = type_
         self.message = message
 
-    def as_dict(self) -> dict[str, object]:
-        return {"code": self.code, "type": self.type, "message": self.message}
+    def as_dict(self, at: float) -> Sticky:
+        """The state document's ``sticky``, seen at ``at`` (``time.time()``)."""
+        return {"code": self.code, "type": self.type, "message": self.message, "at": at}
 
     def __repr__(self) -> str:
         return f"StickyError({self.code}, {self.type}: {self.message!r})"

@@ -22,14 +22,15 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from torchprobe import __version__
 from torchprobe.common.jsonout import dumps
 from torchprobe.common.safeio import STATUS_FILE_CAP, read_regular
+from torchprobe.common.status_doc import StatusDocument
 from torchprobe.common.statusdir import pid_alive
-from torchprobe.renderers.prometheus import label_set, sample
+from torchprobe.renderers.prometheus import header, label_set, sample
 from torchprobe.results import distinct_names
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ __all__ = [
     "families",
     "health_document",
     "register",
-    "render_text",
+    "render_metrics_text",
 ]
 
 JSON_TYPE = "application/json"
@@ -108,7 +109,7 @@ _SPECS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 # fmt: on
 
 
-def health_document(state: dict[str, Any], kind: Kind) -> tuple[int, dict[str, Any]]:
+def health_document(state: StatusDocument, kind: Kind) -> tuple[int, dict[str, Any]]:
     """The status code and JSON document of ``/health`` (``kind="live"``) or ``/ready``.
 
     ``status`` tells the two ways of failing ``/ready`` apart: ``not_ready``
@@ -138,8 +139,10 @@ def health_document(state: dict[str, Any], kind: Kind) -> tuple[int, dict[str, A
     }
 
 
-def families(states: Sequence[dict[str, Any]], by_pid: bool) -> list[Family]:
-    """The gauges for one or several workers' states (``by_pid``: label with ``pid``)."""
+def families(states: Sequence[Mapping[str, Any]], by_pid: bool) -> list[Family]:
+    """The gauges for one or several workers' states (``by_pid``: label with ``pid``).
+    Another worker's state is the JSON of its status file (see :func:`gather`),
+    not a :class:`StatusDocument` this process built: it is read with ``.get``."""
     out = {name: Family(name, text, (("pid",) if by_pid else ()) + labels, [],
                         "counter" if name in COUNTERS else "gauge")
            for name, text, labels in _SPECS}  # fmt: skip
@@ -184,14 +187,14 @@ def families(states: Sequence[dict[str, Any]], by_pid: bool) -> list[Family]:
     return list(out.values())
 
 
-def render_text(fams: Iterable[Family]) -> str:
+def render_metrics_text(fams: Iterable[Family]) -> str:
     """The text exposition format by hand, for when prometheus_client is absent."""
     lines: list[str] = []
     for fam in fams:
         # A counter's sample is NAME_total, and its TYPE line names it so, as
         # prometheus_client writes the text format.
         name = f"{fam.name}_total" if fam.kind == "counter" else fam.name
-        lines += [f"# HELP {name} {fam.help}", f"# TYPE {name} {fam.kind}"]
+        lines += header(name, fam.help, fam.kind)
         for values, value in fam.samples:
             pairs = list(zip(fam.labels, values, strict=True))
             labels = label_set(pairs) if pairs else ""
@@ -199,14 +202,14 @@ def render_text(fams: Iterable[Family]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def gather(monitor: Monitor, aggregate: bool) -> list[dict[str, Any]]:
+def gather(monitor: Monitor, aggregate: bool) -> list[Mapping[str, Any]]:
     """This worker's state, and with ``aggregate`` every other live worker's
     status file from the monitor's status directory (none when it has none)."""
     own = monitor.state()
     directory = monitor.status_dir
     if not aggregate or not directory:
         return [own]
-    others: list[dict[str, Any]] = []
+    others: list[Mapping[str, Any]] = []
     try:
         entries = sorted(os.listdir(directory))
     except OSError:
@@ -332,7 +335,9 @@ class Endpoints:
     def metrics(self, accept: str | None = None) -> Answer:
         """The registry in the format ``accept`` asks for (OpenMetrics or text)."""
         if self.registry is None:
-            text = render_text(families(gather(self.monitor, self.aggregate), self.aggregate))
+            text = render_metrics_text(
+                families(gather(self.monitor, self.aggregate), self.aggregate)
+            )
             return Answer(200, text.encode(), TEXT_TYPE)
         from prometheus_client.exposition import choose_encoder
 

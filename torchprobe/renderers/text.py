@@ -15,7 +15,7 @@ from torchprobe.base import Status
 from torchprobe.common.scrub import clip
 from torchprobe.results import Report, Result
 
-__all__ = ["LIMIT", "render_text", "format_text", "format_duration"]
+__all__ = ["LIMIT", "render_run_text", "format_text", "format_duration"]
 
 LIMIT = 4096
 _TAG = {Status.PASS: "PASS", Status.FAIL: "FAIL", Status.SKIP: "SKIP"}
@@ -128,6 +128,6 @@ def format_text(report: Report, *, quiet: bool = False, verbose: bool = False,
     return "\n".join(kept) + tail
 
 
-def render_text(report: Report, fp: TextIO, *, quiet: bool = False,
+def render_run_text(report: Report, fp: TextIO, *, quiet: bool = False,
                 verbose: bool = False) -> None:  # fmt: skip
     fp.write(format_text(report, quiet=quiet, verbose=verbose))

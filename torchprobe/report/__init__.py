@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import TextIO
 
 from torchprobe.base import UsageError
+from torchprobe.renderers import require_format
 
 __all__ = ["run_report"]
 
@@ -32,13 +33,12 @@ def run_report(fmt: str, timeout: float, verbose: bool, fp: TextIO) -> int:
     ``timeout`` seconds; 0 when the report was produced, whatever it found,
     1 when it could not be."""
     started = time.monotonic()
-    if fmt not in ("text", "json"):
-        raise UsageError("--report supports --format text or json")
+    require_format(fmt, "--report")
     if timeout <= 0:
         raise UsageError("--timeout must be greater than zero")
     from torchprobe.report.findings import problems
     from torchprobe.report.gather import gather
-    from torchprobe.report.render import render_json, render_text
+    from torchprobe.report.render import render_report_json, render_report_text
 
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     margin = min(RENDER_MARGIN, timeout / 10)
@@ -59,9 +59,9 @@ def run_report(fmt: str, timeout: float, verbose: bool, fp: TextIO) -> int:
     }
     try:
         if fmt == "json":
-            render_json(document, found, fp)
+            render_report_json(document, found, fp)
         else:
-            render_text(document, found, fp)
+            render_report_text(document, found, fp)
         fp.flush()
     except BrokenPipeError:
         raise  # the CLI's own handling: the reader went away (`| head`)

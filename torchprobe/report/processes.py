@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from torchprobe.base import Outcome
+from torchprobe.common.procfs import comm
 from torchprobe.gpu import nvml as api
 from torchprobe.report.nvmlinfo import Dead, NvmlSection, done
 
@@ -56,16 +57,11 @@ class ReportGpuProcesses(NvmlSection):
 def _process(p: Any, kind: str) -> dict[str, Any]:
     pid = int(p.pid)
     used = getattr(p, "usedGpuMemory", None)
-    try:
-        # NVML may answer with PIDs of another PID namespace (the host's):
-        # their names are then not visible from here.
-        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as fp:
-            name: str | None = fp.read().strip()
-    except OSError:
-        name = None
     return {
         "pid": pid,
-        "name": name,
+        # NVML may answer with PIDs of another PID namespace (the host's):
+        # their names are then not visible from here (None).
+        "name": comm(pid),
         "type": kind,
         "used_memory": int(used) if isinstance(used, int) else None,
     }

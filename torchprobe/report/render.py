@@ -15,14 +15,14 @@ from typing import Any, TextIO
 from torchprobe.common.jsonout import dumps
 from torchprobe.report.hints import Problem
 
-__all__ = ["SCHEMA_VERSION", "render_json", "render_text"]
+__all__ = ["SCHEMA_VERSION", "render_report_json", "render_report_text"]
 
 SCHEMA_VERSION = 1
 _GIB = float(1 << 30)
 _MIB = float(1 << 20)
 
 
-def render_json(document: dict[str, Any], problems: Sequence[Problem], fp: TextIO) -> None:
+def render_report_json(document: dict[str, Any], problems: Sequence[Problem], fp: TextIO) -> None:
     out = {
         "schema_version": SCHEMA_VERSION,
         **document,
@@ -31,7 +31,7 @@ def render_json(document: dict[str, Any], problems: Sequence[Problem], fp: TextI
     fp.write(dumps(out, indent=2) + "\n")
 
 
-def render_text(document: dict[str, Any], problems: Sequence[Problem], fp: TextIO) -> None:
+def render_report_text(document: dict[str, Any], problems: Sequence[Problem], fp: TextIO) -> None:
     s = document["sections"]
     lines = [
         f"torchprobe {s['torchprobe']['version']} diagnostics report "
