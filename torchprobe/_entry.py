@@ -24,7 +24,7 @@ interpreter's own shutdown (atexit, threads of abandoned checks, garbage
 collection) runs Python code where a signal could land and change the status.
 
 What this cannot cover: the interpreter's start-up and the console-script
-wrapper that imports this module (README, "How deadlines hold", gives the
+wrapper that imports this module (docs/deadlines.md gives the
 window measured).
 """
 

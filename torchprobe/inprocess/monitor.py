@@ -136,7 +136,7 @@ class _Guard:
 
 
 class Monitor:
-    """One per serving process. See the module docstring and the README."""
+    """One per serving process. See the module docstring and docs/monitor.md."""
 
     def __init__(
         self,
