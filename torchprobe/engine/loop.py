@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING
 from torchprobe.base import Interrupted, Outcome, UsageError
 from torchprobe.common import scrub
 from torchprobe.common.deadline import Deadline
-from torchprobe.engine import protocol
 from torchprobe.engine import reap as _reap
 from torchprobe.engine.plan import Planned, plan
 from torchprobe.engine.runner import execute
@@ -164,6 +163,9 @@ class _Run:
                 pass
 
     def _spawn(self, key: str, members: list[Planned]) -> None:
+        # Only a run with worker processes pays for their imports: an http
+        # run has none.
+        from torchprobe.engine import protocol
         from torchprobe.engine.workerproc import Janitor, WorkerProcess
 
         items = [
@@ -256,6 +258,8 @@ class _Run:
                 p.finish(outcomes, duration, error)
 
     def _events(self, worker: WorkerProcess) -> None:
+        from torchprobe.engine import protocol
+
         for event in worker.read_events():
             if isinstance(event, protocol.Usage):
                 raise UsageError(event.error)

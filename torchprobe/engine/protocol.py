@@ -10,14 +10,14 @@ it read) may come at any time and goes to the scrubber of the output.
 
 Both sides encode and decode here only; a line that does not decode (a check
 that wrote to the original stdout, a torn last line) is dropped, never a crash
-of the engine.
+of the engine. The messages are plain classes with slots, not dataclasses: ``dataclasses``
+imports ``inspect``, 5 ms of every run's start-up (``python -X importtime``).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from torchprobe.base import Outcome, Status
 
@@ -27,29 +27,54 @@ __all__ = [
 ]  # fmt: skip
 
 
-@dataclass
-class JobItem:
+class _Message:
+    """Fields in ``__slots__`` order; equal when of one kind with equal fields."""
+
+    __slots__: ClassVar[tuple[str, ...]] = ()
+    t: ClassVar[str] = ""
+
+    def fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, _Message)
+            and type(other) is type(self)
+            and (self.fields() == other.fields())
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.fields().items())
+        return f"{type(self).__name__}({inner})"
+
+
+class JobItem(_Message):
     """One check for the worker: the CHECK argument and where its class is."""
 
-    index: int
-    check: str
-    token: str
-    ref: str
-    plugin: bool
-    liveness_only: bool = False
+    __slots__ = ("index", "check", "token", "ref", "plugin", "liveness_only")
+
+    def __init__(self, index: int, check: str, token: str, ref: str, plugin: bool,
+                 liveness_only: bool = False) -> None:  # fmt: skip
+        self.index, self.check, self.token, self.ref = index, check, token, ref
+        self.plugin, self.liveness_only = plugin, liveness_only
 
 
-@dataclass
-class Job:
-    checks: list[JobItem]
-    #: The round's deadline, a ``time.monotonic()`` value (one clock for every
-    #: process of the machine).
-    deadline: float
-    #: How the round's limit reads in a capped check's message.
-    cut: str = ""
+class Job(_Message):
+    """What a worker runs: its checks in order, under the round's ``deadline``
+    (a ``time.monotonic()`` value: one clock for every process of the
+    machine); ``cut`` is how that deadline reads in a capped check's message."""
+
+    __slots__ = ("checks", "deadline", "cut")
+
+    def __init__(self, checks: list[JobItem], deadline: float, cut: str = "") -> None:
+        self.checks, self.deadline, self.cut = checks, deadline, cut
 
     def encode(self) -> bytes:
-        return (json.dumps(asdict(self)) + "\n").encode()
+        body = {"checks": [item.fields() for item in self.checks], "deadline": self.deadline,
+                "cut": self.cut}  # fmt: skip
+        return (json.dumps(body) + "\n").encode()
 
     @classmethod
     def decode(cls, line: str | bytes) -> Job:
@@ -58,60 +83,73 @@ class Job:
         return cls(items, float(raw["deadline"]), str(raw.get("cut") or ""))
 
 
-@dataclass
-class Usage:
-    error: str
+class Usage(_Message):
+    """A bad option (found where a plugin's code is imported): the run stops."""
+
+    __slots__ = ("error",)
     t = "usage"
 
+    def __init__(self, error: str) -> None:
+        self.error = error
 
-@dataclass
-class Secrets:
-    forms: list[str]
+
+class Secrets(_Message):
+    """Forms of a secret found in the worker, for the scrubber of the output."""
+
+    __slots__ = ("forms",)
     t = "secrets"
 
+    def __init__(self, forms: list[str]) -> None:
+        self.forms = forms
 
-@dataclass
-class Valid:
+
+class Valid(_Message):
     """A plugin's options as its own declaration parsed them."""
 
-    index: int
-    label: str
-    shown: dict[str, Any]
-    secrets: list[str]
-    timeout: float
-    readiness: bool | None
+    __slots__ = ("index", "label", "shown", "secrets", "timeout", "readiness")
     t = "valid"
 
+    def __init__(self, index: int, label: str, shown: dict[str, Any], secrets: list[str],
+                 timeout: float, readiness: bool | None) -> None:  # fmt: skip
+        self.index, self.label, self.shown, self.secrets = index, label, shown, secrets
+        self.timeout, self.readiness = timeout, readiness
 
-@dataclass
-class Setup:
-    index: int
+
+class Setup(_Message):
+    """The check's setup (its heavy imports) starts: the round's deadline bounds it."""
+
+    __slots__ = ("index",)
     t = "setup"
 
+    def __init__(self, index: int) -> None:
+        self.index = index
 
-@dataclass
-class Start:
+
+class Start(_Message):
     """The check's code starts now, with ``timeout`` seconds (``capped``: the
     round's deadline, not the check's own timeout, set them)."""
 
-    index: int
-    timeout: float
-    capped: bool = False
+    __slots__ = ("index", "timeout", "capped")
     t = "start"
 
+    def __init__(self, index: int, timeout: float, capped: bool = False) -> None:
+        self.index, self.timeout, self.capped = index, timeout, capped
 
-@dataclass
-class Done:
-    index: int
-    outcomes: list[Outcome]
-    error: str | None
-    duration: float
-    reason: str | None = None
+
+class Done(_Message):
+    """The check's outcomes, its traceback when it raised, and how long it ran."""
+
+    __slots__ = ("index", "outcomes", "error", "duration", "reason")
     t = "result"
+
+    def __init__(self, index: int, outcomes: list[Outcome], error: str | None, duration: float,
+                 reason: str | None = None) -> None:  # fmt: skip
+        self.index, self.outcomes, self.error = index, outcomes, error
+        self.duration, self.reason = duration, reason
 
 
 Event = Usage | Secrets | Valid | Setup | Start | Done
-_KINDS: dict[str, type[Any]] = {k.t: k for k in (Usage, Secrets, Valid, Setup, Start, Done)}
+_KINDS: dict[str, type[Event]] = {k.t: k for k in (Usage, Secrets, Valid, Setup, Start, Done)}
 
 
 def encode_outcomes(outcomes: list[Outcome]) -> list[dict[str, Any]]:
@@ -130,7 +168,7 @@ def decode_outcomes(raw: Any) -> list[Outcome]:
 
 def encode(event: Event) -> str:
     """One event as its JSON line."""
-    body = {f.name: getattr(event, f.name) for f in fields(event)}
+    body = event.fields()
     if isinstance(event, Done):
         body["outcomes"] = encode_outcomes(event.outcomes)
     body["t"] = event.t
@@ -152,7 +190,7 @@ def decode_event(line: bytes | str) -> Event | None:
     try:
         if kind is Done:
             raw["outcomes"] = decode_outcomes(raw.get("outcomes"))
-        event: Event = kind(**{f.name: raw[f.name] for f in fields(kind) if f.name in raw})
+        event: Event = kind(**{name: raw[name] for name in kind.__slots__ if name in raw})
     except (TypeError, ValueError, KeyError, AttributeError):
         return None
     return event
