@@ -144,6 +144,43 @@ def test_nothing_imports_upward() -> None:
     assert not _violations(), "\n".join(_violations())
 
 
+#: Parts whose modules share only public names: a library two checks need is a
+#: module of its own (net/, checks/judge.py), not another check's private names.
+PUBLIC_ONLY = ("torchprobe.checks", "torchprobe.net")
+
+
+def _private_imports(modules: list[Path]) -> list[str]:
+    """``from torchprobe.X import _name`` in a module of ``PUBLIC_ONLY`` (a
+    private module, ``checks._torch``, imported for its public names is fine)."""
+    bad: list[str] = []
+    for path in modules:
+        if not any(_under(_module_name(path), p) for p in PUBLIC_ONLY):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torchprobe"):
+                bad.extend(
+                    f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                )
+    return bad
+
+
+def test_checks_and_the_network_layer_import_no_private_names() -> None:
+    assert not _private_imports(MODULES), "\n".join(_private_imports(MODULES))
+
+
+def test_the_private_name_rule_catches_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "torchprobe"
+    (fake / "checks").mkdir(parents=True)
+    bad = fake / "checks" / "bad.py"
+    bad.write_text("from torchprobe.checks.http import _UrlOption, HttpCheck, __version__\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+    assert _private_imports([bad]) == [
+        "torchprobe/checks/bad.py:1: torchprobe.checks.http._UrlOption"
+    ]
+
+
 def test_the_rules_catch_an_upward_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The scan itself: a check importing the engine's loop is reported."""
     fake = tmp_path / "torchprobe"
@@ -182,6 +219,20 @@ def test_the_entry_module_imports_only_the_standard_library_at_its_top() -> None
 )  # fmt: skip
 def test_the_import_paths_users_and_plugins_use_keep_working(module: str) -> None:
     importlib.import_module(module)
+
+
+def test_the_model_server_module_keeps_the_names_plugins_import() -> None:
+    """``torchprobe.checks.server`` is public (docs/plugins.md): a preset outside
+    the package imports the base class, its options and the types of a judge."""
+    import torchprobe.checks.server as server
+
+    names = (
+        "ANY_2XX", "INFO_TIME", "BaseUrlOption", "Endpoint", "Judge", "Reply", "ServerCheck",
+        "Url", "base_url", "exchange", "infer_endpoint", "json_body", "json_mismatch", "need",
+        "parse_url", "server_options",
+    )  # fmt: skip
+    assert [n for n in names if not hasattr(server, n)] == []
+    assert [n for n in server.__all__ if not hasattr(server, n)] == []
 
 
 def test_the_old_monitor_path_is_the_same_module() -> None:

@@ -531,11 +531,11 @@ def test_ray_serve_reads_the_metrics_export_port(env: dict[str, str]) -> None:
 def test_a_memory_store_judges_as_the_file_store_does(tmp_path: Path) -> None:
     """The store behind stall= is an interface: a long-running process may keep
     the readings in memory; the verdicts are the same."""
-    from torchprobe.checks.http import parse_url
     from torchprobe.checks.presets import VLLM as Preset
     from torchprobe.checks.stall import ServerMetrics
     from torchprobe.common.deadline import Deadline
     from torchprobe.common.progress_state import FileStore, MemoryStore
+    from torchprobe.net.url import parse_url
 
     assert isinstance(Preset.metrics, ServerMetrics)
     what = Preset.metrics.watch

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 import pytest
+from conftest import clean_env
 from servers import closed_port, http_server, ipv6_available, listening_only
 
 from torchprobe.base import CheckFailed, Outcome, Status, UsageError
@@ -72,6 +75,39 @@ def test_unresolvable_host_fails_within_timeout() -> None:
     assert caught.value.message.startswith(
         ("name resolution failed: no-such-host.invalid", "timed out after 1s: resolving")
     )
+
+
+@pytest.mark.parametrize(
+    "host", ["a..b", "x" * 64 + ".example", ".lead", "\u00fc" * 60 + ".example"]
+)
+def test_a_name_the_idna_codec_refuses_is_refused_in_its_words(host: str) -> None:
+    """An ASCII name goes to the resolver as bytes, but only where the IDNA
+    codec would have passed it unchanged: a name it refuses (an empty label, one
+    of 64 characters or more) and every non-ASCII name still go through it."""
+    with pytest.raises(CheckFailed) as caught:
+        build(f"tcp:host={host},port=80,timeout=1").run()
+    assert caught.value.message.startswith(f"name resolution failed: {host}: ")
+    assert caught.value.message.endswith("label empty or too long)")
+    assert caught.value.details["phase"] == "resolve"
+
+
+@pytest.mark.parametrize(
+    "check", ["tcp:address=127.0.0.1:{port}", "tcp:host=localhost,port={port}",
+              "http:url=http://127.0.0.1:{port}/"],
+)  # fmt: skip
+def test_an_ascii_host_is_resolved_without_importing_the_idna_codec(check: str) -> None:
+    """getaddrinfo given a str encodes it with the IDNA codec, whose import
+    (encodings.idna, stringprep, unicodedata) costs about 1.4 ms of every run."""
+    port = closed_port()
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "torchprobe", check.format(port=port)],
+        capture_output=True, text=True, env=clean_env(), timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 1 and "connection refused" in done.stdout, done.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:")}  # fmt: skip
+    assert "torchprobe.net.connect" in imported  # the measurement saw the check's imports
+    assert not imported & {"encodings.idna", "stringprep"}
 
 
 @pytest.mark.parametrize(

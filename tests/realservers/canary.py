@@ -29,7 +29,7 @@ from typing import Any
 from conftest import Run, run_cli
 from standins import load
 
-from torchprobe.checks.http import json_at
+from torchprobe.checks.judge import json_at
 
 CLIENTS = 3  # concurrent requests: more than the one worker every app has
 SLOW = 1.0  # seconds each inference takes while busy: longer than a probe interval of 1 s

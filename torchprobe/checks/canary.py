@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchprobe.base import CheckFailed, Option, UsageError
-from torchprobe.checks.http import _JsonOption, json_mismatch
+from torchprobe.checks.judge import JsonOption, json_mismatch
 from torchprobe.common.safeio import read_regular
 from torchprobe.options import text
 
@@ -114,7 +114,7 @@ CANARY_OPTIONS = (
     ),
     Option(
         "expect",
-        _JsonOption(),
+        JsonOption(),
         repeatable=True,
         help="the inference answer has VALUE at PATH: expect=0.label=cat",
     ),

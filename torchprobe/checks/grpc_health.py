@@ -19,10 +19,10 @@ import time
 from typing import Any
 
 from torchprobe.base import Check, CheckFailed, Option, Outcome, UsageError, passed
-from torchprobe.checks.http import _HeaderOption
 from torchprobe.common.deadline import seconds
 from torchprobe.common.scrub import clip
 from torchprobe.net.connect import address_option, hostport
+from torchprobe.net.url import HeaderOption
 from torchprobe.options import boolean, duration, text
 
 __all__ = ["GrpcHealthCheck", "decode_status", "encode_request"]
@@ -112,7 +112,7 @@ class GrpcHealthCheck(Check):
         Option(
             "insecure", boolean, default=False, help="TLS: trust the certificate the server shows"
         ),
-        Option("header", _HeaderOption(), repeatable=True, help="metadata 'name: value'"),
+        Option("header", HeaderOption(), repeatable=True, help="metadata 'name: value'"),
     )
     timeout = 5.0
     worker = "grpc"

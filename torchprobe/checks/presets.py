@@ -13,19 +13,20 @@ from typing import Any
 
 from torchprobe.base import CheckFailed, Option, Outcome, UsageError
 from torchprobe.checks.canary import CANARY_OPTIONS
-from torchprobe.checks.http import Reply, Url
 from torchprobe.checks.progress import Watch
 from torchprobe.checks.promtext import parse_selector
 from torchprobe.checks.server import (
+    BaseUrlOption,
     Endpoint,
     ServerCheck,
-    _BaseUrl,
     infer_endpoint,
     need,
     server_options,
 )
 from torchprobe.checks.stall import NoMetrics, ServerMetrics
 from torchprobe.common.scrub import clip
+from torchprobe.net.http import Reply
+from torchprobe.net.url import Url
 from torchprobe.options import boolean, choice, text
 
 __all__ = [
@@ -94,7 +95,7 @@ class TorchServe(ServerCheck):
         extra=(
             Option(
                 "management-url",
-                _BaseUrl(),
+                BaseUrlOption(),
                 help="the management API, for model= (default http://127.0.0.1:8081)",
             ),
             Option(
@@ -662,7 +663,7 @@ class RayServe(ServerCheck):
             Option("app", text, help="an application name or route prefix that must be listed"),
             Option(
                 "dashboard-url",
-                _BaseUrl(),
+                BaseUrlOption(),
                 help="Ray's dashboard, e.g. http://127.0.0.1:8265: ready needs RUNNING there",
             ),
             *CANARY_OPTIONS,

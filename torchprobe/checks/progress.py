@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torchprobe.base import Check, CheckFailed, Option, Outcome, UsageError, passed
-from torchprobe.checks.http import Url, _HeaderOption, _UrlOption, exchange
+from torchprobe.checks import USER_AGENT
 from torchprobe.checks.promtext import METRICS_LIMIT, Selector, need_parser, read_series, selectors
 from torchprobe.common.deadline import Deadline
 from torchprobe.common.progress_state import FileStore, StateError, StateStore
+from torchprobe.net.http import exchange
+from torchprobe.net.url import HeaderOption, Url, UrlOption
 from torchprobe.options import boolean, duration
 
 __all__ = ["ProgressCheck", "Reading", "Verdict", "Watch", "judge", "watch"]
@@ -205,6 +207,7 @@ def watch(
         reply = exchange(
             url,
             clock=clock,
+            user_agent=USER_AGENT,
             headers=headers,
             insecure=insecure,
             limit=METRICS_LIMIT,
@@ -245,7 +248,7 @@ class ProgressCheck(Check):
         "work was pending for stall= with no counter moving (kept between runs)"
     )
     options = (
-        Option("url", _UrlOption(("http", "https")), required=True, help="the /metrics URL"),
+        Option("url", UrlOption(("http", "https")), required=True, help="the /metrics URL"),
         Option(
             "pending",
             selectors,
@@ -259,7 +262,7 @@ class ProgressCheck(Check):
             required=True,
             help="fail when work was pending this long with no counter moving",
         ),
-        Option("header", _HeaderOption(), repeatable=True, help="a request header, like curl -H"),
+        Option("header", HeaderOption(), repeatable=True, help="a request header, like curl -H"),
         Option("insecure", boolean, default=False, help="https: skip certificate verification"),
     )
     timeout = 5.0

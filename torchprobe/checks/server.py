@@ -30,24 +30,17 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torchprobe.base import Check, CheckFailed, Option, Outcome, UsageError, passed
-from torchprobe.checks import canary
-from torchprobe.checks.http import (
-    Reply,
-    Url,
-    _HeaderOption,
-    _UrlOption,
-    exchange,
-    json_body,
-    json_mismatch,
-    parse_url,
-)
+from torchprobe.checks import USER_AGENT, canary
+from torchprobe.checks.judge import json_body, json_mismatch
 from torchprobe.checks.stall import NoMetrics, ServerMetrics, check_options, progress, stall_options
 from torchprobe.common.deadline import Deadline, seconds
 from torchprobe.common.scrub import clean, register
+from torchprobe.net.http import Reply, exchange
+from torchprobe.net.url import HeaderOption, Url, UrlOption, parse_url
 from torchprobe.net.wire import BODY_LIMIT
 from torchprobe.options import boolean, choice, text
 
-__all__ = ["Endpoint", "ServerCheck", "base_url", "server_options"]
+__all__ = ["BaseUrlOption", "Endpoint", "ServerCheck", "base_url", "server_options"]
 
 #: At most this long (and half of what is left) for an ``info`` endpoint.
 INFO_TIME = 1.0
@@ -132,7 +125,7 @@ def base_url(value: str) -> Url:
     return url
 
 
-class _BaseUrl(_UrlOption):
+class BaseUrlOption(UrlOption):
     """A server's base URL: the ``http`` check's URL option, without a query."""
 
     def __init__(self) -> None:
@@ -151,14 +144,16 @@ def server_options(
 ) -> tuple[Option, ...]:
     """The options every preset takes, then ``extra``."""
     options = [
-        Option("url", _BaseUrl(), help=f"the server's base URL (default http://127.0.0.1:{port})"),
+        Option(
+            "url", BaseUrlOption(), help=f"the server's base URL (default http://127.0.0.1:{port})"
+        ),
         Option("mode", choice("live", "ready"), default="ready", help="what to check (live|ready)"),
     ]
     if model:
         options.append(Option("model", text, help="a model that must be ready"))
     options += [
         Option("token", text, secret=True, help=token_help),
-        Option("header", _HeaderOption(), repeatable=True, help="a request header, like curl -H"),
+        Option("header", HeaderOption(), repeatable=True, help="a request header, like curl -H"),
         Option("insecure", boolean, default=False, help="https: skip certificate verification"),
         *stall_options(),
     ]
@@ -301,7 +296,8 @@ class ServerCheck(Check):
         return parse_url(f"http://127.0.0.1:{self.other_ports.get(option, self.port)}")
 
     def _bases(self) -> dict[str, Url | None]:
-        return {o.key: getattr(self, o.attr) for o in self.options if isinstance(o.parse, _BaseUrl)}
+        bases = (o for o in self.options if isinstance(o.parse, BaseUrlOption))
+        return {o.key: getattr(self, o.attr) for o in bases}
 
     def _probe(self, endpoint: Endpoint, clock: Deadline, answers: dict[str, Any]) -> str | None:
         fields = self.fields()
@@ -325,6 +321,7 @@ class ServerCheck(Check):
             reply = exchange(
                 url,
                 clock=clock,
+                user_agent=USER_AGENT,
                 method=endpoint.method,
                 headers=headers,
                 insecure=self.insecure,

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from torchprobe.base import CheckFailed, Option, UsageError
-from torchprobe.checks.http import Url, _UrlOption, parse_url
 from torchprobe.checks.progress import Watch, refuse, watch
 from torchprobe.checks.promtext import need_parser
 from torchprobe.common.deadline import Deadline
+from torchprobe.net.url import Url, UrlOption, parse_url
 from torchprobe.options import duration
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def stall_options() -> tuple[Option, ...]:
         ),
         Option(
             "metrics-url",
-            _UrlOption(("http", "https")),
+            UrlOption(("http", "https")),
             help="with stall=: the server's Prometheus metrics URL (default per server)",
         ),
     )
