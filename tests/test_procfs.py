@@ -99,7 +99,12 @@ def test_the_environment_is_read_whole_one_entry_each() -> None:
     env = dict(os.environ, TORCHPROBE_BIG=big, TORCHPROBE_MARKED="yes")
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
     try:
+        # Between fork and exec the child's environment reads empty: wait for the exec.
+        until = time.monotonic() + 30
         entries = procfs.environ(child.pid)
+        while entries == [b""] and time.monotonic() < until:
+            time.sleep(0.01)
+            entries = procfs.environ(child.pid)
         assert entries is not None
         assert f"TORCHPROBE_BIG={big}".encode() in entries and b"TORCHPROBE_MARKED=yes" in entries
     finally:

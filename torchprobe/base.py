@@ -185,8 +185,9 @@ class Check:
     #: Accept undeclared ``KEY=VALUE`` options as text (a plugin function with ``**kwargs``).
     accept_any: ClassVar[bool] = False
 
-    deadline: float = 0.0
     _clock: Deadline | None = None
+    _deadline: float = 0.0
+    _deadline_set: float = 0.0
 
     def __init__(self, **values: Any) -> None:
         for option in self.options:
@@ -223,22 +224,31 @@ class Check:
         raise NotImplementedError
 
     @property
+    def deadline(self) -> float:
+        """When this run of the check must end (a ``time.monotonic()`` value)."""
+        return self._deadline
+
+    @deadline.setter
+    def deadline(self, at: float) -> None:
+        self._deadline, self._deadline_set = at, time.monotonic()
+
+    @property
     def clock(self) -> Deadline:
-        """This run's deadline as the engine granted it; where ``deadline`` was
-        set by hand (a test, a tool calling ``run()``), a deadline at that time
-        for ``timeout``."""
+        """This run's deadline as the engine granted it. Where ``deadline`` was
+        set by hand (a test, a tool calling ``run()``), what it granted then:
+        ``timeout``, or less when it was set nearer (then capped)."""
         clock = self._clock
-        if clock is not None and clock.at == self.deadline:
+        if clock is not None and clock.at == self._deadline:
             return clock
-        left = self.deadline - time.monotonic()
-        if left < self.timeout:  # less than its timeout is left: that is what it gets
-            return Deadline(self.deadline, max(0.0, left), capped=True)
-        return Deadline(self.deadline, self.timeout)
+        given = self._deadline - self._deadline_set
+        if given < self.timeout - 0.001:
+            return Deadline(self._deadline, max(0.0, given), capped=True)
+        return Deadline(self._deadline, self.timeout)
 
     @clock.setter
     def clock(self, clock: Deadline) -> None:
         self._clock = clock
-        self.deadline = clock.at
+        self._deadline, self._deadline_set = clock.at, time.monotonic()
         self.timeout = clock.timeout
 
     def remaining(self) -> float:

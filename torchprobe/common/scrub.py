@@ -61,8 +61,11 @@ _listeners: list[Callable[[list[str]], None]] = []
 def _b64(raw: str) -> list[str]:
     import base64
 
-    encoded = base64.b64encode(raw.encode("utf-8")).decode("ascii")
-    return [encoded, encoded.rstrip("="), base64.urlsafe_b64encode(raw.encode()).decode()]
+    # A lone surrogate (a plugin's secret from undecodable bytes) encodes as
+    # the bytes that carry it rather than raising: registering never fails.
+    data = raw.encode("utf-8", "surrogatepass")
+    encoded = base64.b64encode(data).decode("ascii")
+    return [encoded, encoded.rstrip("="), base64.urlsafe_b64encode(data).decode()]
 
 
 def forms(value: str) -> set[str]:
