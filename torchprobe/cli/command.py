@@ -445,10 +445,17 @@ def _run(argv: list[str] | None) -> int:
 
     # A signal raises Interrupted only within this call, which main() catches.
     _entry.running(_interrupt, Interrupted)
+    args = list(sys.argv[1:] if argv is None else argv)
+    target: click.Command = command
+    prog = "torchprobe"
+    if args[:1] == ["serve"]:  # the sidecar (torchprobe.cli.serve); "serve" is no check's name
+        from torchprobe.cli.serve import serve_command
+
+        target, args, prog = serve_command, args[1:], "torchprobe serve"
     try:
-        code = command.main(
-            args=argv,
-            prog_name="torchprobe",
+        code = target.main(
+            args=args,
+            prog_name=prog,
             standalone_mode=False,
             terminal_width=_terminal_width(),
         )
