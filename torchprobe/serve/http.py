@@ -13,7 +13,8 @@ client does can hold a thread or grow memory without bound:
 - at most :data:`MAX_CONNECTIONS` connections are open at once: one more
   is closed at once, so memory stays bounded (each holds at most
   ``HEAD_LIMIT`` in and one answer out);
-- one request per connection (``Connection: close``).
+- one request per connection (``Connection: close``); what a client sends
+  after it is read and dropped until it closes or its time is up.
 
 A request to ``/live`` therefore waits for nothing but this thread's turn
 through the ready connections, each turn bounded by ``HEAD_LIMIT`` bytes read
@@ -160,7 +161,7 @@ class Server:
             self._close(conn)
             return
         if conn.answered:
-            return  # a body or a second request: never read, the connection closes
+            return  # a body or a second request: read and dropped until the client closes
         conn.inbox += data
         end = conn.inbox.find(b"\r\n\r\n")
         if end < 0:
@@ -207,11 +208,15 @@ class Server:
             return
         conn.outbox = conn.outbox[sent:]
         if not conn.outbox:
+            # Closed by the client, or at its time limit: closing with unread
+            # bytes in the socket (a request over HEAD_LIMIT) would send a
+            # reset that can destroy the answer before the client reads it.
             try:
                 conn.sock.shutdown(socket.SHUT_WR)
             except OSError:
-                pass
-            self._close(conn)
+                self._close(conn)
+                return
+            self.selector.modify(conn.sock, selectors.EVENT_READ, "conn")
 
     def _close(self, conn: _Connection) -> None:
         fd = conn.sock.fileno()
