@@ -11,8 +11,8 @@ client does can hold a thread or grow memory without bound:
 - a request's line and headers together are at most :data:`HEAD_LIMIT`
   bytes; a larger one gets 431 and is closed; a body is never read;
 - at most :data:`MAX_CONNECTIONS` connections are open at once: one more
-  is closed at once, so memory stays bounded (each holds at most
-  ``HEAD_LIMIT`` in and one answer out);
+  closes the oldest at once, so memory stays bounded (each holds at most
+  ``HEAD_LIMIT`` in and one answer out) and a flood cannot shut a probe out;
 - one request per connection (``Connection: close``); what a client sends
   after it is read and dropped until it closes or its time is up.
 
@@ -142,8 +142,10 @@ class Server:
                     return  # out of descriptors: the open ones time out and free some
                 raise
             if len(self.connections) >= MAX_CONNECTIONS:
-                sock.close()
-                continue
+                # The oldest goes, not the newest: a flood of idle connections
+                # then never shuts a probe's fresh request out, it only cuts
+                # the flood's own connections short.
+                self._close(next(iter(self.connections.values())))
             sock.setblocking(False)
             conn = _Connection(sock, time.monotonic() + CONNECTION_TIME)
             self.connections[sock.fileno()] = conn
