@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -130,6 +131,13 @@ def test_before_the_first_round_live_passes_and_ready_fails(plugins: None) -> No
         assert (status, body["verdict"]) == (200, "no verdict yet")
         status, body = get_json(port, "/ready")
         assert (status, body["verdict"]) == (503, "no verdict yet")
+        status, text = get(port, "/metrics")
+        series = prometheus(text.decode())
+        assert status == 200
+        assert {(name, labels["probe"]) for name, labels, _ in series} == {
+            ("torchprobe_serve_rounds_total", "live"),
+            ("torchprobe_serve_rounds_total", "ready"),
+        }
 
 
 def test_a_slow_ready_check_never_delays_the_live_verdicts(plugins: None) -> None:
@@ -318,3 +326,36 @@ def test_dry_run_prints_both_sets_and_serves_nothing() -> None:
     assert result.rc == 0, result
     assert "live:" in result.stdout and "status-file" in result.stdout
     assert "ready:" in result.stdout and "tcp" in result.stdout
+
+
+def test_stall_readings_stay_in_memory_across_rounds(tmp_path: Path) -> None:
+    """Work pending and nothing done: stall= fails once a round compares with
+    an earlier round's reading, which only memory kept (no state file)."""
+    metrics = b"# TYPE queue gauge\nqueue 3\n# TYPE work counter\nwork_total 5\n"
+    state = tmp_path / "state"
+    state.mkdir()
+    with http_server(reply(200, metrics)) as server, serving(
+        "--live", f"progress:url={server.url}/metrics,pending=queue,done=work_total,stall=1s",
+        "--interval", "1", env=clean_env(TORCHPROBE_STATE_DIR=str(state)),
+    ) as (_, port):  # fmt: skip
+        until(lambda: get(port, "/live")[0] == 503, "stalled across rounds")
+        status, body = get_json(port, "/live")
+        assert "stalled" in body["checks"][0]["message"], body
+    assert list(state.iterdir()) == []
+
+
+def test_a_plugin_named_serve_is_refused_by_name(tmp_path: Path) -> None:
+    dist = tmp_path / "claims_serve-0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: claims-serve\nVersion: 0\n")
+    (dist / "entry_points.txt").write_text(
+        "[torchprobe.checks]\nserve = torchprobe_testplugins.funcs:ok\n"
+    )
+    env = clean_env(PYTHONPATH=str(tmp_path))
+    result = run_cli("tcp:host=h,port=1", "serve", env=env, timeout=30)
+    assert result.rc == 1, result
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "'serve' is reserved" in result.stderr
+    assert "torchprobe_testplugins.funcs:ok" in result.stderr
+    listed = run_cli("--list", "--format", "json", env=env, timeout=30)
+    assert "serve" not in {c["name"] for c in json.loads(listed.stdout)["checks"]}
