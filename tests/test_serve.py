@@ -359,3 +359,19 @@ def test_a_plugin_named_serve_is_refused_by_name(tmp_path: Path) -> None:
     assert "torchprobe_testplugins.funcs:ok" in result.stderr
     listed = run_cli("--list", "--format", "json", env=env, timeout=30)
     assert "serve" not in {c["name"] for c in json.loads(listed.stdout)["checks"]}
+
+
+def test_nvml_runs_in_its_worker_round_after_round() -> None:
+    # The fake NVML of tests/fakes: one healthy GPU and one lost, in a worker
+    # process started afresh each round.
+    from conftest import fake_nvml_env
+
+    gpus = [{"name": "NVIDIA H100 80GB HBM3"}, {"name": "NVIDIA H100 80GB HBM3",
+                                               "error": "GPU_IS_LOST"}]  # fmt: skip
+    env = fake_nvml_env(json.dumps({"devices": gpus}))
+    with serving("--live", "nvml", "--interval", "2", env=env) as (_, port):
+        until(lambda: get_json(port, "/live")[1].get("rounds", 0) >= 2, "two nvml rounds")
+        status, body = get_json(port, "/live")
+        assert status == 503, body
+        statuses = sorted(c["status"] for c in body["checks"])
+        assert statuses == ["fail", "pass"], body

@@ -56,6 +56,7 @@ a KEY= of the check (a misspelt KEY is an error); \\, is a literal comma:
 --list shows every check and its options.
 With no CHECK: --profile, else $TORCHPROBE_CHECKS, else "cuda tensor nvml".
 Durations: 2, 2.5, 500ms, 2s, 1m. ${NAME} in a value reads the environment.
+torchprobe serve --help: the sidecar that answers /live and /ready.
 \b
 Exit status: 0 healthy (nothing failed, something passed); 1 anything else.
 """
