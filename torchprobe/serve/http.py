@@ -30,6 +30,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from torchprobe.common.scrub import clean
+
 __all__ = ["CONNECTION_TIME", "HEAD_LIMIT", "MAX_CONNECTIONS", "Answer", "Server", "bind"]
 
 #: Seconds a connection may take from accept to its answer sent.
@@ -186,7 +188,8 @@ class Server:
             try:
                 answer = self.route(method, path)
             except Exception as exc:  # noqa: BLE001 - one bad answer, never the server
-                answer = (500, "text/plain; charset=utf-8", f"internal error: {exc!r}\n".encode())
+                what = clean(f"internal error: {exc!r}\n")
+                answer = (500, "text/plain; charset=utf-8", what.encode())
         self._answer(conn, answer, head_only=method == "HEAD")
 
     def _answer(self, conn: _Connection, answer: Answer, head_only: bool = False) -> None:
@@ -201,6 +204,8 @@ class Server:
         self._write(conn)
 
     def _write(self, conn: _Connection) -> None:
+        if not conn.outbox:
+            return  # sent already: the connection waits for the client to close
         try:
             sent = conn.sock.send(conn.outbox)
         except (BlockingIOError, InterruptedError):

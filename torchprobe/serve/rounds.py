@@ -61,11 +61,11 @@ class Rounds:
 
         while not self.stop.is_set():
             start = time.monotonic()
-            planned = engine.plan(self.tokens, os.environ)
-            deadline = Deadline.for_round(start, self.interval, len(planned))
-            deadline.cut = (f"the {self.probe} round's deadline "
-                            f"(--interval {seconds(self.interval)}) passed")  # fmt: skip
             try:
+                planned = engine.plan(self.tokens, os.environ)
+                deadline = Deadline.for_round(start, self.interval, len(planned))
+                deadline.cut = (f"the {self.probe} round's deadline "
+                                f"(--interval {seconds(self.interval)}) passed")  # fmt: skip
                 results = engine.run(planned, deadline, liveness_only=self.liveness_only)
             except UsageError as exc:
                 # A plugin's worker refused it (it declares readiness in --live):
