@@ -31,6 +31,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "torchprobe.integrations",
         "torchprobe.renderers",
         "torchprobe.monitor",
+        "torchprobe.serve",
     ),
     "torchprobe.engine": (
         "torchprobe.cli",
@@ -40,6 +41,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "torchprobe.inprocess",
         "torchprobe.monitor",
         "torchprobe.checks",
+        "torchprobe.serve",
     ),
     "torchprobe.inprocess": (
         "torchprobe.cli",
@@ -49,8 +51,24 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "torchprobe.report",
         "torchprobe.integrations",
         "torchprobe.renderers",
+        "torchprobe.serve",
     ),
-    "torchprobe.integrations": ("torchprobe.cli", "torchprobe.engine", "torchprobe.report"),
+    "torchprobe.integrations": (
+        "torchprobe.cli",
+        "torchprobe.engine",
+        "torchprobe.report",
+        "torchprobe.serve",
+    ),
+    # The sidecar: rounds in the engine, answers from the renderers; checks
+    # only through the engine's registry, never by name.
+    "torchprobe.serve": (
+        "torchprobe.cli",
+        "torchprobe.checks",
+        "torchprobe.report",
+        "torchprobe.inprocess",
+        "torchprobe.integrations",
+        "torchprobe.monitor",
+    ),
     "torchprobe.report": ("torchprobe.cli", "torchprobe.inprocess", "torchprobe.integrations"),
     "torchprobe.renderers": (
         "torchprobe.cli",
@@ -61,6 +79,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "torchprobe.integrations",
         "torchprobe.net",
         "torchprobe.gpu",
+        "torchprobe.serve",
+        "torchprobe.serve",
     ),
 }
 #: Parts that import only from the parts named (and the standard library or

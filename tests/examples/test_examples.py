@@ -45,6 +45,7 @@ APP_DIR = EXAMPLES / "flask_app"
 DOCKERFILE = ROOT / "Dockerfile.example"
 COMPOSE = EXAMPLES / "compose.yaml"
 DEPLOYMENT = EXAMPLES / "kubernetes" / "deployment.yaml"
+SIDECAR = EXAMPLES / "kubernetes" / "sidecar.yaml"
 CI_SMOKE = EXAMPLES / "ci-smoke.sh"
 #: The model's cluster centres (examples/flask_app/make_model.py): centre k is class k.
 CENTRES = [[2.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0], [0.0, 0.0, 2.0, 2.0]]
@@ -242,6 +243,37 @@ def test_kubernetes_readiness_gets_the_apps_ready_endpoint() -> None:
     }
     assert get["path"] == "/ready"
     assert get["port"] in ports
+
+
+def test_kubernetes_sidecar_serves_the_servers_probes_and_passes_dry_run() -> None:
+    document = load_yaml(SIDECAR)
+    assert document["kind"] == "Deployment"
+    template = document["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "9400"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    containers = {c["name"]: c for c in template["spec"]["containers"]}
+    commands = [(name, c["command"]) for name, c in containers.items()
+                if c.get("command", [""])[0] == "torchprobe"]  # fmt: skip
+    assert len(commands) == 1, commands
+    name, argv = commands[0]
+    sidecar = containers.pop(name)
+    assert argv[1] == "serve" and argv[argv.index("--listen") + 1] == "0.0.0.0:9400"
+    # The device plugin assigns GPUs per container: the sidecar takes none.
+    assert "nvidia.com/gpu" not in str(sidecar.get("resources", {}))
+    assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"} in sidecar["env"]
+    ports = {p["containerPort"] for p in sidecar["ports"]} | {p["name"] for p in sidecar["ports"]}
+    assert sidecar["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert sidecar["livenessProbe"]["httpGet"]["port"] in ports
+    (server,) = containers.values()
+    assert server["livenessProbe"]["httpGet"] == {"path": "/live", "port": 9400}
+    assert server["readinessProbe"]["httpGet"] == {"path": "/ready", "port": 9400}
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert server[probe].get("timeoutSeconds", 1) > 1, f"{probe}: timeoutSeconds not set"
+    done = run_cli(*argv[1:], "--dry-run")
+    assert done.rc == 0, done.stderr
+    assert "live:" in done.stdout and "ready:" in done.stdout
 
 
 def _names(probe: dict[str, Any]) -> list[str]:

@@ -31,7 +31,7 @@ from torchprobe.base import Check, CheckFailed, Option, Outcome, UsageError, pas
 from torchprobe.checks import USER_AGENT
 from torchprobe.checks.promtext import METRICS_LIMIT, Selector, need_parser, read_series, selectors
 from torchprobe.common.deadline import Deadline
-from torchprobe.common.progress_state import FileStore, StateError, StateStore
+from torchprobe.common.progress_state import StateError, StateStore, default_store
 from torchprobe.net.http import exchange
 from torchprobe.net.url import HeaderOption, Url, UrlOption
 from torchprobe.options import boolean, duration
@@ -226,7 +226,7 @@ def watch(
         reading = take_reading(response.body, what)
     except CheckFailed as exc:
         raise CheckFailed(f"metrics: {where}: {exc.message}") from None
-    store = store if store is not None else FileStore.default()
+    store = store if store is not None else default_store()
     key = key or url.shown
     try:
         with store.hold(key):

@@ -56,6 +56,7 @@ a KEY= of the check (a misspelt KEY is an error); \\, is a literal comma:
 --list shows every check and its options.
 With no CHECK: --profile, else $TORCHPROBE_CHECKS, else "cuda tensor nvml".
 Durations: 2, 2.5, 500ms, 2s, 1m. ${NAME} in a value reads the environment.
+torchprobe serve --help: the sidecar that answers /live and /ready.
 \b
 Exit status: 0 healthy (nothing failed, something passed); 1 anything else.
 """
@@ -445,10 +446,17 @@ def _run(argv: list[str] | None) -> int:
 
     # A signal raises Interrupted only within this call, which main() catches.
     _entry.running(_interrupt, Interrupted)
+    args = list(sys.argv[1:] if argv is None else argv)
+    target: click.Command = command
+    prog = "torchprobe"
+    if args[:1] == ["serve"]:  # the sidecar (torchprobe.cli.serve); "serve" is no check's name
+        from torchprobe.cli.serve import serve_command
+
+        target, args, prog = serve_command, args[1:], "torchprobe serve"
     try:
-        code = command.main(
-            args=argv,
-            prog_name="torchprobe",
+        code = target.main(
+            args=args,
+            prog_name=prog,
             standalone_mode=False,
             terminal_width=_terminal_width(),
         )

@@ -7,7 +7,9 @@ in the state directory (see :mod:`torchprobe.common.statedir`), named
 token and no ``.json`` in the name. Each file is replaced atomically under a
 lock and belongs to one life of the container's PID 1, as the restart count
 does. :class:`MemoryStore` keeps the same records in a dictionary, for a
-process that outlives its checks.
+process that outlives its checks: ``torchprobe serve`` calls :func:`use_store`
+once, and every in-process check (``worker = None``: ``stall=`` and the
+progress check are) then keeps its readings there (:func:`default_store`).
 
 A store that cannot be read or written raises :class:`StateError`; the check
 then fails saying why, rather than judging every run as the first.
@@ -32,7 +34,15 @@ from torchprobe.common.statedir import (
 )
 from torchprobe.common.statusdir import replace_atomically
 
-__all__ = ["FileStore", "MemoryStore", "StateError", "StateStore", "state_name"]
+__all__ = [
+    "FileStore",
+    "MemoryStore",
+    "StateError",
+    "StateStore",
+    "default_store",
+    "state_name",
+    "use_store",
+]
 
 Record = dict[str, Any]
 
@@ -143,3 +153,18 @@ class FileStore:
         return StateError(
             f"cannot keep progress state in {path}: {why} (set {STATE_ENV} to a writable directory)"
         )
+
+
+#: The store of this process, once a long-running one has chosen it (use_store).
+_chosen: StateStore | None = None
+
+
+def use_store(store: StateStore | None) -> None:
+    """Make ``store`` every check's default in this process (None: files again)."""
+    global _chosen
+    _chosen = store
+
+
+def default_store(environ: Mapping[str, str] = os.environ) -> StateStore:
+    """The store this process chose, else the state directory's files."""
+    return _chosen if _chosen is not None else FileStore.default(environ)

@@ -110,8 +110,10 @@ def instantiate(cls: type[Check], token: str, environ: Mapping[str, str]
         raise UsageError(f"check {name!r}: {describe_exception(exc)}") from None
 
 
-def readiness_refused(occurrence: Occurrence, check: Check) -> UsageError:
-    """The usage error of ``--restart-after`` with a check that judges readiness."""
+def readiness_refused(occurrence: Occurrence, check: Check,
+                      flag: str = "--restart-after") -> UsageError:  # fmt: skip
+    """The usage error of ``flag`` (``--restart-after``, ``serve --live``) with a
+    check that judges readiness."""
     shown = ",".join(f"{k}={v}" for k, v in occurrence.shown.items())
     spelled = repr(f"{occurrence.check}:{shown}" if shown else occurrence.check)
     if getattr(check, "mode", None) == "ready" and "mode" not in occurrence.shown:
@@ -119,7 +121,7 @@ def readiness_refused(occurrence: Occurrence, check: Check) -> UsageError:
     live = any(o.key == "mode" and _accepts(o, "live") for o in check.options)
     hint = f"{occurrence.check}:mode=live, " if live else ""
     return UsageError(
-        f"--restart-after: {spelled} checks readiness; not ready (a model loading, a server "
+        f"{flag}: {spelled} checks readiness; not ready (a model loading, a server "
         f"at capacity) is no reason to restart: use a liveness check ({hint}"
         "status-file:mode=live, a /health or /live endpoint)"
     )
@@ -146,6 +148,8 @@ def plan(tokens: Sequence[str], environ: Mapping[str, str]) -> list[Planned]:
     planned: list[Planned] = []
     for index, token in enumerate(tokens):
         name, _ = split_name(token)
+        if name in registry.RESERVED:
+            raise registry.reserved_error(name)
         cls = registry.builtin(name)
         if cls is not None:
             instance, occurrence = instantiate(cls, token, environ)

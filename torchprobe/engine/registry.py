@@ -14,9 +14,20 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from torchprobe.base import Check
+from torchprobe.base import Check, UsageError
 
-__all__ = ["BUILTIN", "DEFAULT_SET", "GROUP", "builtin", "describe", "load", "plugins", "reset"]
+__all__ = [
+    "BUILTIN",
+    "DEFAULT_SET",
+    "GROUP",
+    "RESERVED",
+    "builtin",
+    "describe",
+    "load",
+    "plugins",
+    "reserved_error",
+    "reset",
+]
 
 GROUP = "torchprobe.checks"
 
@@ -43,6 +54,10 @@ BUILTIN: dict[str, str] = {
 }
 
 DEFAULT_SET: tuple[str, ...] = ("cuda", "tensor", "nvml")
+
+#: Words of the command line that no check or plugin may be named: ``torchprobe
+#: serve`` is the sidecar, so a check named so could never be run alone.
+RESERVED = frozenset({"serve"})
 
 _plugins: dict[str, str] | None = None
 
@@ -72,10 +87,24 @@ def plugins() -> dict[str, str]:
 
         found: dict[str, str] = {}
         for entry_point in entry_points(group=GROUP):
-            if entry_point.name not in BUILTIN:
+            if entry_point.name not in BUILTIN and entry_point.name not in RESERVED:
                 found.setdefault(entry_point.name, entry_point.value)
         _plugins = found
     return _plugins
+
+
+def reserved_error(name: str) -> UsageError:
+    """The usage error of a check named by a reserved word, saying which plugin
+    claims it when one does."""
+    from importlib.metadata import entry_points
+
+    claimed = [ep.value for ep in entry_points(group=GROUP) if ep.name == name]
+    why = (f"; the installed plugin {claimed[0]} registers it under the entry-point group "
+           f"{GROUP}: rename that entry point" if claimed else "")  # fmt: skip
+    return UsageError(
+        f"{name!r} is reserved (torchprobe {name} is a command of its own): "
+        f"no check or plugin may be named so{why}"
+    )
 
 
 def reset(found: dict[str, str] | None = None) -> None:
