@@ -14,6 +14,7 @@ from torchprobe.checks.cuda import CudaCheck
 from torchprobe.checks.tensor import TensorCheck
 from torchprobe.runner import execute
 
+pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch")
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="this host has CUDA")
 
