@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,13 +36,11 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 #: Whether torch is installed here: noxfile.py's fast sessions run without it.
 HAS_TORCH = importlib.util.find_spec("torch") is not None
-#: What a test shows where torch is missing: torchprobe's message, Python's,
-#: pytest.importorskip's.
-_NO_TORCH = (
-    "torch is not installed or does not import",
-    "No module named 'torch'",
-    "could not import 'torch'",
-)
+#: What a test shows where torch is missing: torchprobe's message ("torch is
+#: not installed or does not import"), a require() naming the package
+#: ("torch==2.13.0 is not installed"), Python's, pytest.importorskip's.
+_NO_TORCH = re.compile(r"\btorch(==\S+)? is not installed|No module named 'torch'"
+                       r"|could not import 'torch'")  # fmt: skip
 #: Test modules that import torch as they load (pytest.importorskip): where
 #: torch is missing they are not collected, since collecting them would skip
 #: them before -m can deselect them. Each is marked `torch` as a whole too.
@@ -61,7 +60,7 @@ def needs_torch(fixture: _F) -> _F:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # tryfirst: before -m deselects by marker.
     for item in items:
-        # hypothesis.given marks the tests it wraps so.
+        # hypothesis.given sets is_hypothesis_test on the tests it wraps.
         if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
             item.add_marker(pytest.mark.property)
         info = getattr(item, "_fixtureinfo", None)
@@ -81,7 +80,7 @@ def _torch_missing(report: pytest.CollectReport | pytest.TestReport) -> bool:
     longrepr = report.longrepr
     text = str(longrepr[2]) if isinstance(longrepr, tuple) else report.longreprtext
     text += "".join(content for _, content in report.sections)
-    return any(sign in text for sign in _NO_TORCH)
+    return _NO_TORCH.search(text) is not None
 
 
 def _unmarked(report: pytest.CollectReport | pytest.TestReport, what: str, fix: str) -> None:

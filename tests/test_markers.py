@@ -35,6 +35,12 @@ def test_skips_without_torch():
     pytest.importorskip("torch")
 
 
+def test_requires_the_torch_package():
+    from conftest import require
+
+    require(False, "torch==2.13.0 is not installed (pip install torch==2.13.0)")
+
+
 def test_runs_torch_in_a_subprocess():
     done = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, text=True)
     print(done.stderr)
@@ -95,8 +101,10 @@ def test_an_unmarked_test_that_needs_torch_fails_and_says_how_to_mark_it(tmp_pat
     done = run(tmp_path, "-m", "not torch")
     out = done.stdout
     assert done.returncode == 1, out
-    assert "3 failed, 1 passed, 2 deselected" in out, out
-    for name in ("imports_torch", "skips_without_torch", "runs_torch_in_a_subprocess"):
+    assert "4 failed, 1 passed, 2 deselected" in out, out
+    names = ("imports_torch", "skips_without_torch", "requires_the_torch_package",
+             "runs_torch_in_a_subprocess")  # fmt: skip
+    for name in names:
         assert f"test_samples.py::test_{name} needs torch, which is not installed here" in out
     assert "mark it @pytest.mark.torch, or its fixture @needs_torch" in out
 
@@ -106,4 +114,4 @@ def test_a_fixture_marked_needs_torch_marks_the_tests_that_use_it(tmp_path: Path
     assert done.returncode == 0, done.stdout
     assert "test_samples.py::test_marked" in done.stdout
     assert "test_samples.py::test_through_a_fixture" in done.stdout
-    assert "2/6 tests collected (4 deselected)" in done.stdout, done.stdout
+    assert "2/7 tests collected (5 deselected)" in done.stdout, done.stdout
