@@ -7,15 +7,18 @@ broken install step can never leave CI green.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -29,6 +32,81 @@ settings.load_profile("torchprobe")
 TESTS = Path(__file__).parent
 FAKES = TESTS / "fakes"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+#: Whether torch is installed here: noxfile.py's fast sessions run without it.
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+#: What a test shows where torch is missing: torchprobe's message ("torch is
+#: not installed or does not import"), a require() naming the package
+#: ("torch==2.13.0 is not installed"), Python's, pytest.importorskip's.
+_NO_TORCH = re.compile(r"\btorch(==\S+)? is not installed|No module named 'torch'"
+                       r"|could not import 'torch'")  # fmt: skip
+#: Test modules that import torch as they load (pytest.importorskip): where
+#: torch is missing they are not collected, since collecting them would skip
+#: them before -m can deselect them. Each is marked `torch` as a whole too.
+TORCH_MODULES = ["checks/test_matmul.py", "checks/test_torch_checks.py"]
+collect_ignore = [] if HAS_TORCH else TORCH_MODULES
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def needs_torch(fixture: _F) -> _F:
+    """Say that a fixture needs torch (put it under ``@pytest.fixture``): every
+    test that uses it, directly or through other fixtures, is marked ``torch``."""
+    fixture._torchprobe_needs_torch = True  # type: ignore[attr-defined]
+    return fixture
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # tryfirst: before -m deselects by marker.
+    for item in items:
+        # hypothesis.given sets is_hypothesis_test on the tests it wraps.
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker(pytest.mark.property)
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None or item.get_closest_marker("torch"):
+            continue
+        for name in info.names_closure:
+            defs = info.name2fixturedefs.get(name, ())
+            if defs and getattr(defs[-1].func, "_torchprobe_needs_torch", False):
+                item.add_marker(pytest.mark.torch)
+                break
+
+
+def _torch_missing(report: pytest.CollectReport | pytest.TestReport) -> bool:
+    """A failure or skip that says torch is missing (only looked for where it is)."""
+    if HAS_TORCH or report.passed:
+        return False
+    longrepr = report.longrepr
+    text = str(longrepr[2]) if isinstance(longrepr, tuple) else report.longreprtext
+    text += "".join(content for _, content in report.sections)
+    return _NO_TORCH.search(text) is not None
+
+
+def _unmarked(report: pytest.CollectReport | pytest.TestReport, what: str, fix: str) -> None:
+    text = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longreprtext
+    report.outcome = "failed"
+    report.longrepr = f"{text}\n\n{what} needs torch, which is not installed here: {fix}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, Any, None]:
+    """Where torch is missing, a test that fails or skips for want of it but is
+    not marked ``torch`` lacks the marker: it fails, saying so, rather than
+    pass for a skip or fail for a reason that hides the cause."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if not item.get_closest_marker("torch") and _torch_missing(report):
+        _unmarked(report, item.nodeid, "mark it @pytest.mark.torch, or its fixture "
+                  "@needs_torch (tests/conftest.py)")  # fmt: skip
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, None]:
+    outcome = yield
+    report: pytest.CollectReport = outcome.get_result()
+    if _torch_missing(report):
+        _unmarked(report, collector.nodeid, "list it in TORCH_MODULES (tests/conftest.py)")
 
 
 def require(condition: bool, reason: str) -> None:

@@ -151,6 +151,7 @@ def test_options_come_from_the_environment() -> None:
     assert data["counts"] == {"passed": 1, "failed": 1, "skipped": 0}
 
 
+@pytest.mark.torch
 @pytest.mark.skipif(os.path.exists("/dev/nvidiactl"), reason="this host has an NVIDIA GPU")
 def test_default_set_on_a_machine_without_gpu_fails_and_says_why() -> None:
     result = run_cli(env=clean_env(), timeout=120)

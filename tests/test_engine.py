@@ -152,6 +152,7 @@ def test_a_finished_run_leaves_no_process_behind(tmp_path: Path) -> None:
     assert not alive(int(pidfile.read_text()))
 
 
+@pytest.mark.torch
 def test_torch_checks_share_one_worker_process(tmp_path: Path) -> None:
     # Both torch checks run in one worker: the worker's pid is the same.
     result = run_cli("--format", "json", "cuda", "tensor:device=cpu", timeout=120)
@@ -161,6 +162,7 @@ def test_torch_checks_share_one_worker_process(tmp_path: Path) -> None:
     assert os.environ.get("TORCHPROBE_PARENT_PID") is None
 
 
+@pytest.mark.torch
 def test_torch_is_imported_once_per_run_and_never_by_torchprobe_itself(tmp_path: Path) -> None:
     # A sitecustomize on PYTHONPATH runs in every interpreter the run starts
     # (workers included); its import hook records each process that imports

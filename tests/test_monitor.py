@@ -215,6 +215,7 @@ def test_checks_run_at_most_once_per_interval_however_often_it_is_asked(
     assert counted <= elapsed / 0.5 + 1, (counted, elapsed)
 
 
+@pytest.mark.torch
 def test_the_cpu_tensor_check_runs_in_process_and_reports(make: Callable[..., Monitor]) -> None:
     m = make(None, device="cpu", interval=0.5)
     wait_for(lambda: m.state()["checks"], seconds=30)

@@ -112,6 +112,7 @@ def whats(document: dict[str, Any]) -> str:
 
 
 # -- this machine, for real ------------------------------------------------------
+@pytest.mark.torch
 @pytest.mark.skipif(not NO_DRIVER, reason="this host has an NVIDIA driver")
 def test_on_this_cpu_machine_the_text_report_names_all_three_problems_and_exits_0() -> None:
     result = run_cli("--report", "-v", env=clean_env())
@@ -136,6 +137,7 @@ def test_on_this_cpu_machine_the_text_report_names_all_three_problems_and_exits_
     assert len(out) > 4096 or out.count("\n") > 40  # a human's report: not capped for Docker
 
 
+@pytest.mark.torch
 @pytest.mark.skipif(not NO_DRIVER, reason="this host has an NVIDIA driver")
 def test_json_is_one_document_with_schema_version_sections_and_problems() -> None:
     _, document = report(env=clean_env(CUDA_VISIBLE_DEVICES="0", CUDA_MODULE_LOADING="LAZY"))

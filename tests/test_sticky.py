@@ -69,6 +69,7 @@ def test_out_of_memory_error_is_never_sticky_even_with_a_sticky_looking_message(
     )
 
 
+@pytest.mark.torch
 def test_the_real_torch_out_of_memory_error_is_not_sticky() -> None:
     torch = pytest.importorskip("torch")
     assert classify(torch.OutOfMemoryError("CUDA out of memory.")) is None

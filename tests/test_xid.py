@@ -281,6 +281,7 @@ def test_bad_xid_numbers_fail_when_the_monitor_is_made() -> None:
 # -- /health and /metrics of a served app --------------------------------------------------
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize(
     ("server", "extra"),
     # The ASGI app through prometheus_client's registry; the Flask app with the

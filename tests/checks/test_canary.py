@@ -33,6 +33,8 @@ from torchprobe.checks.canary import BODY_MAX
 from torchprobe.engine import registry
 from torchprobe.engine.spec import parse_occurrence
 
+pytestmark = pytest.mark.standins
+
 # Commas inside a JSON value never split it: a comma splits only before a
 # declared option (KEY=), and no JSON key here reads as one.
 TRITON_INFER = '{"inputs":[{"name":"INPUT0","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}'

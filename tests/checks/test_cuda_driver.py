@@ -184,6 +184,7 @@ def test_codes_the_table_lacks_are_named_by_the_driver(libdir: Path) -> None:
     assert "cuInit failed: CUresult 77 (77)" in check["message"]
 
 
+@pytest.mark.torch
 def test_a_hung_synchronize_is_killed_at_the_checks_timeout(libdir: Path) -> None:
     result = run_cli("--format", "json", "--timeout", "30", "cuda:backend=driver,timeout=2",
                      "tensor:device=cpu",

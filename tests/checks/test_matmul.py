@@ -13,6 +13,7 @@ from conftest import clean_env, require, run_cli
 
 from torchprobe.checks.matmul import tolerance
 
+pytestmark = pytest.mark.torch
 pytest.importorskip("torch")
 
 

@@ -28,6 +28,7 @@ from standins import Triton
 
 from torchprobe.checks.progress import watch
 
+pytestmark = pytest.mark.standins
 PAST_STALL = 1.2  # a sleep that outlasts stall=1s
 
 

@@ -15,6 +15,7 @@ from torchprobe.checks.tensor import TensorCheck
 from torchprobe.common.deadline import Deadline
 from torchprobe.engine.runner import execute
 
+pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch")
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="this host has CUDA")
 

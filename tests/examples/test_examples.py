@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import clean_env, require, run_cli
+from conftest import clean_env, needs_torch, require, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -416,6 +416,7 @@ class Service:
 
 
 @pytest.fixture(scope="module")
+@needs_torch
 def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model file written by the example's own make_model.py."""
     needs("flask", "flask")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import clean_env, require, run_cli
+from conftest import clean_env, needs_torch, require, run_cli
 
 from torchprobe import __version__
 
@@ -29,6 +29,7 @@ from .apps.serving import Reply, Served, uvicorn
 
 
 @pytest.fixture(scope="module")
+@needs_torch  # the app's monitor runs tensor:device=cpu
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     missing = [m for m in ("starlette", "uvicorn", "prometheus_client")
                if importlib.util.find_spec(m) is None]  # fmt: skip

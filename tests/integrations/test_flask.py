@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import children, clean_env, require, run_cli
+from conftest import children, clean_env, needs_torch, require, run_cli
 
 from torchprobe import __version__
 
@@ -28,6 +28,7 @@ APP = "tp_flask_app"
 
 
 @pytest.fixture(scope="module")
+@needs_torch  # each app's monitor runs tensor:device=cpu
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Served]]:
     missing = [m for m in ("flask", "gunicorn", "prometheus_client")
                if importlib.util.find_spec(m) is None]  # fmt: skip

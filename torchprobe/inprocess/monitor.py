@@ -24,6 +24,7 @@ for the state document.
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import itertools
 import logging
@@ -485,7 +486,9 @@ class Monitor:
             torch = sys.modules.get("torch")
             if torch is None and self._specs is None:
                 try:
-                    import torch
+                    # Not `import torch`: that would rebind the name taken from
+                    # sys.modules above, which mypy rejects where torch is absent.
+                    torch = importlib.import_module("torch")
                 except ImportError:
                     torch = None
             try:
