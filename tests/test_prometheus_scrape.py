@@ -381,7 +381,10 @@ def drive(stack: dict[str, Any]) -> None:
     until('torchprobe_ready{job="app"}', 1)
     until(SIDECAR_LIVE, 1)
     until('torchprobe_up{job="torchprobe-serve",probe="ready"}', 1)
-    wait_for("the sidecar's rounds counted on", lambda: prom.value(SIDECAR_ROUNDS) > rounds, logs)
+    def more() -> bool:
+        return (prom.value(SIDECAR_ROUNDS) or 0) > rounds
+
+    wait_for("the sidecar's rounds counted on", more, logs)
 
     # the replaced worker's scrapes may have failed: the later ones must not
     wait_for("every target up again", lambda: _all_up(prom), logs)
