@@ -8,13 +8,23 @@ a 1 s scrape interval and examples/prometheus/torchprobe-rules.yml, scraping:
 - job ``node``: Debian's ``prometheus-node-exporter`` with only its textfile
   collector, reading the directory that ``torchprobe --prometheus-textfile``
   writes; torchprobe (the installed command, run by this test) probes a real
-  http server.
+  http server;
+- job ``torchprobe-serve`` (the job name examples/prometheus/torchprobe-rules.yml
+  expects): the installed ``torchprobe serve`` sidecar probing the same http
+  server every second.
 
 The test drives both from healthy to unhealthy and back (the http server
 stopped and started again; a sticky CUDA error raised through the app's fault
 route, then the poisoned worker killed so that gunicorn starts a fresh one) and
-reads every verdict back through Prometheus's HTTP API. Every wait polls up to
-a generous deadline: nothing depends on how fast this machine is.
+reads every verdict back through Prometheus's HTTP API. Then every PromQL
+expression of examples/grafana/torchprobe.json is evaluated against the series
+that sequence left. Every wait polls up to a generous deadline: nothing
+depends on how fast this machine is.
+
+The app serves on the CPU, which has no GPU memory figures and no Xid events:
+for the dashboard's GPU panels, a second textfile holds the torchprobe_gpu_*
+families as torchprobe's own /metrics code renders them for a monitor state
+with a GPU (``gpu_standin``).
 
 Needs prometheus and prometheus-node-exporter (Debian packages), flask,
 gunicorn and torch: skipped without them, a failure under CI=true.
@@ -41,7 +51,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import clean_env, require, run_cli
+from conftest import clean_env, require, run_cli, script
+from dashboard import expressions, load, substitute
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = ROOT / "examples" / "flask_app"
@@ -158,6 +169,14 @@ class Prometheus:
         assert data["resultType"] == "vector", data
         return [(r["metric"], float(r["value"][1])) for r in data["result"]]
 
+    def query_at(self, expr: str, when: float) -> list[tuple[dict[str, str], float]]:
+        """``expr`` evaluated at the Unix time ``when``: a vector, or a scalar as one sample."""
+        data = self.api("query", query=expr, time=f"{when:.3f}")
+        if data["resultType"] == "scalar":
+            return [({}, float(data["result"][1]))]
+        assert data["resultType"] == "vector", data
+        return [(r["metric"], float(r["value"][1])) for r in data["result"]]
+
     def value(self, expr: str) -> float | None:
         """The value of the one series ``expr`` selects; None while there is none."""
         found = self.query(expr)
@@ -170,8 +189,31 @@ def needs(module: str, package: str) -> None:
             f"{package} is not installed (pip install {package})")  # fmt: skip
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
+def gpu_standin() -> str:
+    """The torchprobe_gpu_* families of torchprobe's /metrics for a state with
+    a GPU (the fields torchprobe/integrations/metrics.py reads) and one Xid 43
+    event (an application's fault: not critical, so no alert fires)."""
+    from torchprobe.integrations.metrics import families, render_metrics_text
+
+    state = {"gpu": {"device": "cuda:0", "name": "stand-in", "memory_used": 1 << 30,
+                     "memory_total": 80 << 30},
+             "xid": {"counts": [{"gpu": 0, "xid": 43, "count": 1}]}}  # fmt: skip
+    return render_metrics_text(f for f in families([state], False)
+                               if f.name.startswith("torchprobe_gpu_"))  # fmt: skip
+
+
+SIDECAR_LIVE = 'torchprobe_up{job="torchprobe-serve",probe="live"}'
+SIDECAR_ROUNDS = 'torchprobe_serve_rounds_total{job="torchprobe-serve",probe="live"}'
+
+#: The job of each target: the two exporters and the sidecar.
+JOBS = {"app", "node", "torchprobe-serve"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One Prometheus for the module: the sequence test drives it, the
+    dashboard test reads what that left."""
+    tmp_path = tmp_path_factory.mktemp("prometheus")
     require(os.access(PROMETHEUS, os.X_OK), "prometheus is not installed (Debian package)")
     require(os.access(NODE_EXPORTER, os.X_OK),
             "prometheus-node-exporter is not installed (Debian package)")  # fmt: skip
@@ -206,12 +248,14 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
         textfiles = tmp_path / "textfile"
         textfiles.mkdir()
+        (textfiles / "gpu-standin.prom").write_text(gpu_standin())
         node = f"127.0.0.1:{free_port()}"
         started.append(Daemon(
             [NODE_EXPORTER, f"--web.listen-address={node}", "--collector.disable-defaults",
              "--collector.textfile", f"--collector.textfile.directory={textfiles}"],
             tmp_path / "node-exporter.log"))  # fmt: skip
 
+        sidecar = f"127.0.0.1:{free_port()}"
         config = tmp_path / "prometheus.yml"
         config.write_text(json.dumps({  # YAML is a superset of JSON
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s",
@@ -220,6 +264,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
             "scrape_configs": [
                 {"job_name": "app", "static_configs": [{"targets": [app]}]},
                 {"job_name": "node", "static_configs": [{"targets": [node]}]},
+                {"job_name": "torchprobe-serve", "static_configs": [{"targets": [sidecar]}]},
             ],
         }))  # fmt: skip
         address = f"127.0.0.1:{free_port()}"
@@ -229,13 +274,18 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
             tmp_path / "prometheus.log"))  # fmt: skip
         started.append(prometheus.daemon)
         backend.start()
+        started.append(Daemon(
+            [str(script()), "serve", "--live", f"http:url=http://127.0.0.1:{backend.port}/",
+             "--ready", f"tcp:host=127.0.0.1,port={backend.port}", "--interval", "1s",
+             "--listen", sidecar],
+            tmp_path / "serve.log", env=clean_env()))  # fmt: skip
 
         def logs() -> str:
             return "\n".join(d.tail() for d in started)
 
         for daemon in started:
             assert daemon.proc.poll() is None, logs()
-        yield {"prometheus": prometheus, "app": app, "backend": backend,
+        yield {"prometheus": prometheus, "app": app, "backend": backend, "sidecar": sidecar,
                "textfile": textfiles / "torchprobe.prom", "logs": logs}  # fmt: skip
     finally:
         backend.stop()
@@ -243,9 +293,17 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
             daemon.stop()
 
 
-def test_prometheus_scrapes_the_textfile_and_the_monitor_through_a_fault_and_back(
+def test_prometheus_scrapes_the_textfile_the_monitor_and_the_sidecar_through_a_fault_and_back(
     stack: dict[str, Any],
 ) -> None:
+    drive(stack)
+
+
+def drive(stack: dict[str, Any]) -> None:
+    """Healthy, unhealthy, healthy again, each verdict read back through
+    Prometheus; once per module (the dashboard test needs what it leaves)."""
+    if stack.get("driven"):
+        return
     prom: Prometheus = stack["prometheus"]
     backend: Backend = stack["backend"]
     logs: Callable[[], str] = stack["logs"]
@@ -271,9 +329,12 @@ def test_prometheus_scrapes_the_textfile_and_the_monitor_through_a_fault_and_bac
     until('torchprobe_live{job="app"}', 1)
     until('torchprobe_ready{job="app"}', 1)
     until('torchprobe_sticky_error{job="app"}', 0)
+    until(SIDECAR_LIVE, 1)
+    until('torchprobe_up{job="torchprobe-serve",probe="ready"}', 1)
+    rounds = wait_for("the sidecar's rounds counted", lambda: prom.value(SIDECAR_ROUNDS), logs)
 
-    targets = wait_for("both targets scraped and up", lambda: _all_up(prom), logs)
-    assert {t["labels"]["job"] for t in targets} == {"app", "node"}
+    targets = wait_for("every target scraped and up", lambda: _all_up(prom), logs)
+    assert {t["labels"]["job"] for t in targets} == JOBS
 
     # Each family once per target: one series, or one per status.
     for name in ("torchprobe_up", "torchprobe_info", "torchprobe_run_duration_seconds",
@@ -304,6 +365,11 @@ def test_prometheus_scrapes_the_textfile_and_the_monitor_through_a_fault_and_bac
     poisoned = json.loads(body)["pid"]
     until('torchprobe_sticky_error{job="app"}', 1)
     until('torchprobe_live{job="app"}', 0)
+    until(SIDECAR_LIVE, 0)
+    until('torchprobe_up{job="torchprobe-serve",probe="ready"}', 0)
+    until('torchprobe_check_up{job="torchprobe-serve",probe="live",check="http"}', 0)
+    # every verdict is unhealthy now: the dashboard test evaluates its queries here too
+    stack["unhealthy_at"] = time.time()
 
     # Healthy again: the server is back; a fresh worker replaces the poisoned one.
     backend.start()
@@ -313,10 +379,17 @@ def test_prometheus_scrapes_the_textfile_and_the_monitor_through_a_fault_and_bac
     until('torchprobe_sticky_error{job="app"}', 0)
     until('torchprobe_live{job="app"}', 1)
     until('torchprobe_ready{job="app"}', 1)
+    until(SIDECAR_LIVE, 1)
+    until('torchprobe_up{job="torchprobe-serve",probe="ready"}', 1)
+    def more() -> bool:
+        return (prom.value(SIDECAR_ROUNDS) or 0) > rounds
+
+    wait_for("the sidecar's rounds counted on", more, logs)
 
     # the replaced worker's scrapes may have failed: the later ones must not
-    wait_for("both targets up again", lambda: _all_up(prom), logs)
+    wait_for("every target up again", lambda: _all_up(prom), logs)
     assert len(prom.query('torchprobe_up{job="node"}')) == 1
+    assert len(prom.query(SIDECAR_LIVE)) == 1
     assert len(prom.query('torchprobe_live{job="app"}')) == 1
     # Prometheus's own counters: no scrape carried a series twice or out of order.
     _, own = get(f"http://{prom.address}/metrics")
@@ -333,11 +406,47 @@ def test_prometheus_scrapes_the_textfile_and_the_monitor_through_a_fault_and_bac
     assert len(evaluated) >= 8, groups
     for rule in evaluated:
         assert rule["health"] == "ok" and not rule.get("lastError"), rule
+    # The sidecar's two alerts: quiet while it runs and is scraped (Absent is
+    # pending only until the first scrape of its job).
+    sidecar_rules = ("TorchprobeSidecarAbsent", "TorchprobeSidecarRoundsStopped")
+
+    def quiet() -> bool:
+        found = {r["name"]: r["state"] for g in prom.api("rules")["groups"] for r in g["rules"]
+                 if r["name"] in sidecar_rules}  # fmt: skip
+        assert sorted(found) == sorted(sidecar_rules), found
+        assert "firing" not in found.values(), found
+        return set(found.values()) == {"inactive"}
+
+    wait_for("the sidecar's alerts inactive", quiet, logs)
+    firing = [a for a in prom.api("alerts")["alerts"] if a["labels"]["alertname"] in sidecar_rules]
+    assert firing == [], firing
+    stack["driven"] = True
+
+
+def test_every_query_of_the_grafana_dashboard_finds_series(stack: dict[str, Any]) -> None:
+    """Each PromQL expression of examples/grafana/torchprobe.json (panel
+    targets, nested rows, the selectors of label_values variables), its
+    variables substituted as "All" sends them, evaluates without an error at
+    the unhealthy moment and now, and finds a series at one of them: a panel
+    that is empty in both names a series or label nobody writes."""
+    drive(stack)
+    prom: Prometheus = stack["prometheus"]
+    values = {"job": "torchprobe-serve", "instance": stack["sidecar"], "pod": ""}
+    found = expressions(load())
+    assert len(found) >= 15, found
+    empty = []
+    for where, expr in found:
+        query = substitute(expr, values)
+        at = [prom.query_at(query, when) for when in (stack["unhealthy_at"], time.time())]
+        if not any(at):
+            empty.append(f"{where}: {query}")
+    assert empty == [], "\n".join(empty)
 
 
 def _all_up(prom: Prometheus) -> list[dict[str, Any]] | None:
     """The active targets, when every one was scraped, is up and has no error."""
     targets = prom.api("targets", state="active")["activeTargets"]
-    if len(targets) == 2 and all(t["health"] == "up" and t["lastError"] == "" for t in targets):
+    healthy = all(t["health"] == "up" and t["lastError"] == "" for t in targets)
+    if len(targets) == len(JOBS) and healthy:
         return list(targets)
     return None
