@@ -74,11 +74,12 @@ def test_manifest_is_valid_against_the_kubernetes_schema_in_strict_mode(path: Pa
     needs("kubernetes_validate", "kubernetes-validate")
     import kubernetes_validate
 
+    errors = (kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError)
     for doc in documents(path):
         where = f"{path.name}: {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
         try:
             validated = validate(doc)
-        except (kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError) as exc:
+        except errors as exc:
             pytest.fail(f"{where}: {exc}")  # the message names the field
         # the schema of that very version, not an older one it fell back to
         assert validated == KUBERNETES.rsplit(".", 1)[0], where
