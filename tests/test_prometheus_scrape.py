@@ -381,6 +381,7 @@ def drive(stack: dict[str, Any]) -> None:
     until('torchprobe_ready{job="app"}', 1)
     until(SIDECAR_LIVE, 1)
     until('torchprobe_up{job="torchprobe-serve",probe="ready"}', 1)
+
     def more() -> bool:
         return (prom.value(SIDECAR_ROUNDS) or 0) > rounds
 
