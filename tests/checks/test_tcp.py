@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -84,12 +85,13 @@ def test_a_name_the_idna_codec_refuses_is_refused_in_its_words(host: str) -> Non
     """An ASCII name goes to the resolver as bytes, but only where the IDNA
     codec would have passed it unchanged: a name it refuses (an empty label, one
     of 64 characters or more) and every non-ASCII name still go through it."""
+    # The words are the resolver's own for a str host, which differ between
+    # Pythons ("label empty or too long", "... label too long"): ask it.
+    with pytest.raises(UnicodeError) as direct:
+        socket.getaddrinfo(host, 80, type=socket.SOCK_STREAM)
     with pytest.raises(CheckFailed) as caught:
         build(f"tcp:host={host},port=80,timeout=1").run()
-    assert caught.value.message.startswith(f"name resolution failed: {host}: ")
-    # the codec's own words: "... (UnicodeError: label empty or too long)" on
-    # Python 3.10/3.11, "label empty or too long" from 3.12 on
-    assert caught.value.message.rstrip(")").endswith("label empty or too long")
+    assert caught.value.message == f"name resolution failed: {host}: {direct.value}"
     assert caught.value.details["phase"] == "resolve"
 
 
