@@ -11,6 +11,7 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -160,6 +161,18 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
         stdin=subprocess.DEVNULL,
     )
     return Run(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float = 15) -> None:
+    """End a process started with ``start_new_session=True`` and its whole
+    group: SIGTERM, then SIGKILL if it is not gone within ``grace`` seconds."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def fake_nvml_env(scenario: str, **extra: str) -> dict[str, str]:

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import clean_env, require, run_cli, script
+from conftest import clean_env, require, run_cli, script, stop_group
 from dashboard import expressions, load, substitute
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,13 +112,7 @@ class Daemon:
         return f"--- {self.log.name} ---\n{self.log.read_text(errors='replace')[-3000:]}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc)
 
 
 class Backend:
