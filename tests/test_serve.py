@@ -134,9 +134,13 @@ def test_before_the_first_round_live_passes_and_ready_fails(plugins: None) -> No
         status, text = get(port, "/metrics")
         series = prometheus(text.decode())
         assert status == 200
-        assert {(name, labels["probe"]) for name, labels, _ in series} == {
+        assert {(name, labels["probe"]) for name, labels, _ in series if "probe" in labels} == {
             ("torchprobe_serve_rounds_total", "live"),
             ("torchprobe_serve_rounds_total", "ready"),
+        }
+        # The Xid watch's own series (no probe: a GPU event is no set's).
+        assert {name for name, labels, _ in series if "probe" not in labels} == {
+            "torchprobe_serve_xid_watch_state"
         }
 
 
@@ -203,8 +207,10 @@ def test_metrics_label_every_series_with_its_probe_and_pass_promtool() -> None:
     series = prometheus(text)
     keys = [(name, tuple(sorted(labels.items()))) for name, labels, _ in series]
     assert len(keys) == len(set(keys)), text
-    assert all(labels.get("probe") in ("live", "ready") for _, labels, _ in series), text
-    values = {(name, labels["probe"]): v for name, labels, v in series if "check" not in labels}
+    # Every series of the rounds names its set; the Xid watch's state is no set's.
+    rounds = [s for s in series if s[0] != "torchprobe_serve_xid_watch_state"]
+    assert all(labels.get("probe") in ("live", "ready") for _, labels, _ in rounds), text
+    values = {(name, labels["probe"]): v for name, labels, v in rounds if "check" not in labels}
     assert values[("torchprobe_up", "live")] == 1
     assert values[("torchprobe_up", "ready")] == 0
     for family in ("round_duration_seconds", "verdict_age_seconds", "rounds_total",

@@ -93,10 +93,27 @@ def _tokens(flag: str, checks: str | None, profile: str | None, config: str | No
     help="Where to serve /live, /ready, /healthz and /metrics.",
 )
 @click.option("--config", metavar="PATH", help="The TOML file of profiles.")
+@click.option(
+    "--xid/--no-xid",
+    default=True,
+    show_default=True,
+    help="Watch NVML's critical GPU events (Xid) in a process of its own; a critical "
+    "one fails /live and /ready. Where NVML or event sets are missing, says so once.",
+)
+@click.option(
+    "--xid-gpus",
+    metavar="LIST",
+    help="The GPUs to watch, comma-separated UUIDs (GPU-..., MIG-...) or NVML indexes "
+    "(default: every GPU this container's NVML shows).",
+)
+@click.option("--xid-ignore", metavar="LIST", help="Xid numbers never critical, e.g. 109,119.")
+@click.option("--xid-fatal", metavar="LIST", help="Xid numbers critical besides the policy's.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved sets; serve nothing.")
 def serve_command(arguments: tuple[str, ...], live: str | None, ready: str | None,
                   live_profile: str | None, ready_profile: str | None, interval: float,
-                  listen: str, config: str | None, dry_run: bool) -> int:  # fmt: skip
+                  listen: str, config: str | None, xid: bool, xid_gpus: str | None,
+                  xid_ignore: str | None, xid_fatal: str | None,
+                  dry_run: bool) -> int:  # fmt: skip
     """Run --live and --ready checks every --interval and answer /live and /ready
     from their last verdicts: a sidecar for Kubernetes probes."""
     if arguments:
@@ -121,8 +138,16 @@ def serve_command(arguments: tuple[str, ...], live: str | None, ready: str | Non
     for p in planned.get("live", []):
         if p.readiness and p.instance is not None:
             raise readiness_refused(p.occurrence, p.instance, "serve --live")
+    watch = _xid_options(xid, xid_gpus, xid_ignore, xid_fatal)
     if dry_run:
         lines = [f"serve on {host}:{port}; every {interval:g}s"]
+        if watch is None:
+            lines.append("xid: not watched (--no-xid)")
+        else:
+            gpus, ignore, fatal = watch
+            lines.append(f"xid: {', '.join(gpus) or 'every GPU NVML shows'}"
+                         + (f"; ignore {','.join(map(str, ignore))}" if ignore else "")
+                         + (f"; fatal {','.join(map(str, fatal))}" if fatal else ""))  # fmt: skip
         for probe, items in planned.items():
             lines.append(f"{probe}:")
             for p in items:
@@ -136,11 +161,42 @@ def serve_command(arguments: tuple[str, ...], live: str | None, ready: str | Non
         listener = bind(host, port)
     except OSError as exc:
         raise UsageError(f"--listen {listen}: cannot listen: {exc.strerror or exc}") from None
-    return _serve(listener, live_tokens, ready_tokens, interval)
+    return _serve(listener, live_tokens, ready_tokens, interval, watch)
+
+
+def _numbers(flag: str, value: str | None) -> list[int]:
+    if value is None:
+        return []
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if not v.isascii() or not v.isdigit()]
+    if bad or not items:
+        raise UsageError(f"{flag} {value!r}: expected Xid numbers, comma-separated, e.g. 109,119")
+    return [int(v) for v in items]
+
+
+def _xid_options(on: bool, gpus: str | None, ignore: str | None,
+                 fatal: str | None) -> tuple[list[str], list[int], list[int]] | None:  # fmt: skip
+    if not on:
+        given = [f for f, v in (("--xid-gpus", gpus), ("--xid-ignore", ignore),
+                                ("--xid-fatal", fatal)) if v is not None]  # fmt: skip
+        if given:
+            raise UsageError(f"{given[0]} has no effect with --no-xid")
+        return None
+    targets = [g.strip() for g in (gpus or "").split(",") if g.strip()]
+    if gpus is not None and not targets:
+        raise UsageError(f"--xid-gpus {gpus!r}: no GPU named")
+    for target in targets:
+        if not (target.isascii() and target.isdigit()) and not target.startswith(("GPU-", "MIG-")):
+            raise UsageError(f"--xid-gpus: {target!r} is neither a GPU-/MIG- UUID "
+                             "nor an NVML index")  # fmt: skip
+    return targets, _numbers("--xid-ignore", ignore), _numbers("--xid-fatal", fatal)
+
+
+Watch = tuple[list[str], list[int], list[int]]  # --xid-gpus, --xid-ignore, --xid-fatal
 
 
 def _serve(listener: Any, live_tokens: list[str] | None, ready_tokens: list[str] | None,
-           interval: float) -> int:  # fmt: skip
+           interval: float, watch: Watch | None) -> int:  # fmt: skip
     from torchprobe.common.progress_state import MemoryStore, use_store
     from torchprobe.serve.app import Sidecar
     from torchprobe.serve.http import Server
@@ -165,19 +221,28 @@ def _serve(listener: Any, live_tokens: list[str] | None, ready_tokens: list[str]
             if live_tokens is not None else None,
             Rounds("ready", ready_tokens, interval, stop, end)
             if ready_tokens is not None else None]  # fmt: skip
-    sidecar = Sidecar(sets[0], sets[1], interval)
+    host = None
+    if watch is not None:
+        from torchprobe.serve.xid import XidHost
+
+        host = XidHost(*watch, interval=interval, log=lambda line: click.echo(line, err=True))
+    sidecar = Sidecar(sets[0], sets[1], interval, host)
     server = Server(listener, sidecar.route)
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     thread.start()
     for rounds in sets:
         if rounds is not None:
             rounds.start()
+    if host is not None:
+        host.start()
     click.echo(f"torchprobe: serving on {_shown(listener)} every {interval:g}s", err=True)
     while not stop.wait(0.25):
         if not thread.is_alive():
             fatal.append("the HTTP server stopped")
             break
     server.shutdown()
+    if host is not None:
+        host.stop()
     sys.stderr.flush()
     if fatal:
         raise UsageError(fatal[0])

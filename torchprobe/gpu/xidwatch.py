@@ -88,11 +88,15 @@ class XidWatch:
         on_event: Callable[[GpuEvent], None],
         on_state: Callable[[str, str | None], None],
         wait_ms: int = WAIT_MS,
+        on_wait: Callable[[], None] | None = None,
     ) -> None:
+        #: Empty: every GPU this process's NVML shows (a sidecar's view).
         self.targets = list(targets)
         self.on_event = on_event
         self.on_state = on_state
         self.wait_ms = wait_ms
+        #: Called after each wait that timed out: the loop is alive.
+        self.on_wait = on_wait
         self._stop = threading.Event()
         #: The UUIDs of the GPUs registered, once the watch is "watching".
         self.watched: list[str] = []
@@ -143,7 +147,8 @@ class XidWatch:
         }
         watched: list[str] = []
         skipped: list[str] = []
-        for target in self.targets:
+        targets = self.targets or [str(i) for i in range(int(nvml.nvmlDeviceGetCount()))]
+        for target in targets:
             try:
                 if target.isdigit():
                     handle = nvml.nvmlDeviceGetHandleByIndex(int(target))
@@ -172,6 +177,8 @@ class XidWatch:
                 data = nvml.nvmlEventSetWait_v2(events, self.wait_ms)
             except nvml.NVMLError as exc:
                 if exc.value == api.TIMEOUT:
+                    if self.on_wait is not None:
+                        self.on_wait()
                     continue
                 if exc.value == api.GPU_IS_LOST:
                     where = watched[0] if len(watched) == 1 else " or ".join(watched)

@@ -7,6 +7,12 @@ sidecar's own liveness, 503 when no round of the live set (or of the ready
 set, with no ``--live``) ended within 3 intervals. ``/metrics``: the families
 of ``--format prometheus`` for each set, every series labelled ``probe``,
 and the sidecar's own figures.
+
+With the Xid watch (:mod:`torchprobe.serve.xid`), a critical GPU event on a
+watched GPU makes ``/live`` and ``/ready`` answer 503 naming it from then on
+(as the in-process monitor does: a GPU that needs a reset or a drain is not
+made whole by restarting the server; a new pod starts clean); ``/metrics``
+counts every event as ``torchprobe_gpu_xid_events_total{gpu,xid}``.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from torchprobe import __version__
 from torchprobe.base import Status
 from torchprobe.common.jsonout import dumps
 from torchprobe.common.scrub import clean
-from torchprobe.renderers.prometheus import header, render_prometheus, sample
+from torchprobe.renderers.prometheus import header, label_set, render_prometheus, sample
 from torchprobe.serve.http import Answer
 from torchprobe.serve.rounds import Rounds
+from torchprobe.serve.xid import XidHost
 
 __all__ = ["Sidecar", "labelled"]
 
@@ -30,15 +37,19 @@ STALE_INTERVALS = 3
 _JSON = "application/json"
 _TEXT = "text/plain; charset=utf-8"
 _PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+#: Every state of the Xid watch, as its state series lists them.
+WATCH_STATES = ("starting", "watching", "stalled", "unsupported", "failed")
 
 
 class Sidecar:
     """The sets' rounds (either may be absent) and the answers made from them."""
 
-    def __init__(self, live: Rounds | None, ready: Rounds | None, interval: float) -> None:
+    def __init__(self, live: Rounds | None, ready: Rounds | None, interval: float,
+                 xid: XidHost | None = None) -> None:  # fmt: skip
         self.sets = {name: r for name, r in (("live", live), ("ready", ready)) if r is not None}
         self.interval = interval
         self.started = time.monotonic()
+        self.xid = xid
 
     def route(self, method: str, path: str) -> Answer:
         if path in ("/live", "/ready"):
@@ -74,6 +85,12 @@ class Sidecar:
                          "message": r.message, "reason": r.reason}
                         for r in report.results],
             )  # fmt: skip
+        if self.xid is not None:
+            critical = self.xid.reasons()
+            body["xid"] = {"state": self.xid.state(), "critical": critical}
+            if critical:
+                code = 503
+                body.update(healthy=False, verdict="unhealthy")
         return code, _JSON, (dumps(body) + "\n").encode()
 
     def healthz(self) -> Answer:
@@ -132,7 +149,24 @@ class Sidecar:
                 figure = value(rounds)
                 if figure is not None:
                     text.append(f'{name}{{probe="{probe}"}} {sample(round(figure, 6))}')
+        if self.xid is not None:
+            text += self._xid_metrics(self.xid)
         return "\n".join(text) + "\n"
+
+    @staticmethod
+    def _xid_metrics(xid: XidHost) -> list[str]:
+        # The monitor's family (integrations/metrics), so one alert rule and one
+        # dashboard panel serve both.
+        name = "torchprobe_gpu_xid_events_total"
+        text = header(name, "GPU events (Xid, or double_bit_ecc, single_bit_ecc, gpu_lost) "
+                      "on the watched GPUs since the sidecar started.", "counter")  # fmt: skip
+        text += [f"{name}{label_set([('gpu', gpu), ('xid', label)])} {count}"
+                 for gpu, label, count in xid.counts()]  # fmt: skip
+        state = xid.state()
+        name = "torchprobe_serve_xid_watch_state"
+        text += header(name, "The Xid watch's state: 1 for the current one.", "gauge")
+        text += [f'{name}{{state="{s}"}} {int(s == state)}' for s in WATCH_STATES]
+        return text
 
     def index(self) -> str:
         lines = [f"torchprobe {__version__} serve: checks every {self.interval:g}s", ""]
@@ -143,6 +177,12 @@ class Sidecar:
                 "unhealthy: " + ", ".join(r.name for r in last.report.results
                                           if r.status is Status.FAIL))  # fmt: skip
             lines.append(f"/{probe}: {state}  ({' '.join(rounds.tokens)})")
+        if self.xid is not None:
+            doc = self.xid.document()
+            gpus = ", ".join(doc["gpus"]) or "every GPU NVML shows"
+            note = f": {doc['note']}" if doc["note"] else ""
+            lines.append(f"xid watch: {doc['state']} ({gpus}){note}")
+            lines += [f"  {reason}" for reason in self.xid.reasons()]
         lines += ["/healthz: the sidecar's own liveness", "/metrics: Prometheus text", ""]
         return clean("\n".join(lines))
 
