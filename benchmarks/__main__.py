@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import cli_targets, concurrency, docker_round, driver_targets, inprocess, report
+from . import cli_targets, concurrency, docker_round, driver_targets, inprocess, report, sidecar
 from .harness import MISSED, REPO, Settings, SetupError, Target
 
 DEFAULT_JSON = REPO / "build" / "benchmarks" / "results.json"  # build/ is git-ignored
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         "beside the JSON with --quick)",
     )
     parser.add_argument("--no-plot", action="store_true", help="draw no plot")
-    groups_help = "startup,http,nvml,concurrency,torch,inprocess,gpu,driver,docker"
+    groups_help = "startup,http,nvml,concurrency,torch,inprocess,serve,gpu,driver,docker"
     parser.add_argument(
         "--only",
         default="",
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "concurrency": lambda: concurrency.concurrency(settings, plot, subtitle),
         "torch": lambda: cli_targets.torch_path(settings),
         "inprocess": lambda: inprocess.in_process(settings),
+        "serve": lambda: sidecar.serve_targets(settings),
         "gpu": gpu_footprint,
         "driver": lambda: driver_targets.driver_path(settings),
         "docker": lambda: docker_round.docker_round(settings),

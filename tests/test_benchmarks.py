@@ -47,6 +47,8 @@ TARGETS = {
     "inproc-health-p99",
     "inproc-ready-p99",
     "monitor-cpu",
+    "serve-live-p99",
+    "serve-cpu",
     "gpu-footprint",
     "driver-wall",
     "driver-memory",
@@ -67,7 +69,7 @@ def _unmeasurable() -> set[str]:
     if shutil.which("nvidia-smi") is None:
         missing |= {"nvml-floor", "driver-wall", "driver-memory"}
     if shutil.which("wrk") is None:
-        missing |= {"inproc-health-p99", "inproc-ready-p99"}
+        missing |= {"inproc-health-p99", "inproc-ready-p99", "serve-live-p99"}
     return missing
 
 
@@ -88,7 +90,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> QuickRun:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=420,
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode in (0, 1), output
