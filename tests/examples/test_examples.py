@@ -45,6 +45,7 @@ DOCKERFILE = ROOT / "Dockerfile.example"
 COMPOSE = EXAMPLES / "compose.yaml"
 DEPLOYMENT = EXAMPLES / "kubernetes" / "deployment.yaml"
 SIDECAR = EXAMPLES / "kubernetes" / "sidecar.yaml"
+SIDECAR_DRA = EXAMPLES / "kubernetes" / "sidecar-dra.yaml"
 CI_SMOKE = EXAMPLES / "ci-smoke.sh"
 #: The model's cluster centres (examples/flask_app/make_model.py): centre k is class k.
 CENTRES = [[2.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0], [0.0, 0.0, 2.0, 2.0]]
@@ -273,6 +274,33 @@ def test_kubernetes_sidecar_serves_the_servers_probes_and_passes_dry_run() -> No
     done = run_cli(*argv[1:], "--dry-run")
     assert done.rc == 0, done.stderr
     assert "live:" in done.stdout and "ready:" in done.stdout
+
+
+def test_kubernetes_dra_sidecar_shares_the_servers_gpu_claim_and_passes_dry_run() -> None:
+    """With DRA the pod claims one GPU and both containers name the claim: the
+    sidecar sees the server's GPU, no other, and takes none of its own."""
+    needs("yaml", "pyyaml")
+    import yaml
+
+    template, deployment = yaml.safe_load_all(SIDECAR_DRA.read_text())
+    assert template["kind"] == "ResourceClaimTemplate"
+    (request,) = template["spec"]["spec"]["devices"]["requests"]
+    assert request["exactly"]["deviceClassName"] == "gpu.nvidia.com"
+    assert "count" not in request["exactly"]  # one device
+    pod = deployment["spec"]["template"]["spec"]
+    (claim,) = pod["resourceClaims"]
+    assert claim["resourceClaimTemplateName"] == template["metadata"]["name"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    for container in containers.values():
+        assert container["resources"]["claims"] == [{"name": claim["name"]}], container["name"]
+        assert "nvidia.com/gpu" not in str(container["resources"])
+        assert "NVIDIA_VISIBLE_DEVICES" not in str(container.get("env", []))
+    sidecar = containers["torchprobe"]
+    assert containers["server"]["livenessProbe"]["httpGet"] == {"path": "/live", "port": 9400}
+    assert sidecar["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    done = run_cli(*sidecar["command"][1:], "--dry-run")
+    assert done.rc == 0, done.stderr
+    assert "live:" in done.stdout and "xid: every GPU NVML shows" in done.stdout
 
 
 def _names(probe: dict[str, Any]) -> list[str]:

@@ -66,7 +66,7 @@ def validate(resource: dict[str, Any]) -> str:
 
 def test_the_examples_have_manifests() -> None:
     names = {path.name for path in MANIFESTS}
-    assert {"deployment.yaml", "sidecar.yaml"} <= names, names
+    assert {"deployment.yaml", "sidecar.yaml", "sidecar-dra.yaml"} <= names, names
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=[path.name for path in MANIFESTS])
@@ -109,6 +109,19 @@ def test_an_unknown_field_fails_though_the_lax_mode_lets_it_pass() -> None:
     # Without strict mode a misspelt field is dropped silently, as by a lax client.
     kubernetes_validate.validate(doc, KUBERNETES, strict=False)
     with pytest.raises(kubernetes_validate.ValidationError, match="httpGett"):
+        validate(doc)
+
+
+def test_a_misspelt_field_of_the_gpu_claim_fails() -> None:
+    """The DRA objects are validated too, not passed as unknown kinds."""
+    needs("kubernetes_validate", "kubernetes-validate")
+    import kubernetes_validate
+
+    template, _ = documents(ROOT / "examples" / "kubernetes" / "sidecar-dra.yaml")
+    doc = copy.deepcopy(template)
+    request = doc["spec"]["spec"]["devices"]["requests"][0]["exactly"]
+    request["deviceClass"] = request.pop("deviceClassName")
+    with pytest.raises(kubernetes_validate.ValidationError, match="deviceClass"):
         validate(doc)
 
 
