@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import clean_env, require, run_cli, script, stop_group
+from conftest import clean_env, fake_nvml_env, require, run_cli, script, stop_group
 from dashboard import expressions, load, substitute
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,6 +171,13 @@ class Prometheus:
         assert data["resultType"] == "vector", data
         return [(r["metric"], float(r["value"][1])) for r in data["result"]]
 
+    def range(self, expr: str, start: float, end: float) -> list[float]:
+        """The one series of ``expr`` as stored, a value per second from start to end."""
+        data = self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}",
+                        step="1")  # fmt: skip
+        (series,) = data["result"]
+        return [float(v) for _, v in series["values"]]
+
     def value(self, expr: str) -> float | None:
         """The value of the one series ``expr`` selects; None while there is none."""
         found = self.query(expr)
@@ -198,6 +205,16 @@ def gpu_standin() -> str:
 
 SIDECAR_LIVE = 'torchprobe_up{job="torchprobe-serve",probe="live"}'
 SIDECAR_ROUNDS = 'torchprobe_serve_rounds_total{job="torchprobe-serve",probe="live"}'
+
+#: The verdicts the sequence drives, and each one's healthy value.
+SEQUENCE = (
+    ('torchprobe_up{job="node"}', 1),
+    ('torchprobe_check_up{job="node",check="http",name="http"}', 1),
+    ('torchprobe_live{job="app"}', 1),
+    ('torchprobe_sticky_error{job="app"}', 0),
+    (SIDECAR_LIVE, 1),
+    ('torchprobe_up{job="torchprobe-serve",probe="ready"}', 1),
+)
 
 #: The job of each target: the two exporters and the sidecar.
 JOBS = {"app", "node", "torchprobe-serve"}
@@ -268,11 +285,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             tmp_path / "prometheus.log"))  # fmt: skip
         started.append(prometheus.daemon)
         backend.start()
+        # The sidecar's Xid watch hears the fake NVML of tests/fakes: one GPU
+        # whose event set delivers what the test appends to this file.
+        events = tmp_path / "gpu-events.jsonl"
+        events.touch()
+        gpu = fake_nvml_env(json.dumps({"events": str(events)}))
         started.append(Daemon(
             [str(script()), "serve", "--live", f"http:url=http://127.0.0.1:{backend.port}/",
              "--ready", f"tcp:host=127.0.0.1,port={backend.port}", "--interval", "1s",
              "--listen", sidecar],
-            tmp_path / "serve.log", env=clean_env()))  # fmt: skip
+            tmp_path / "serve.log", env=gpu))  # fmt: skip
 
         def logs() -> str:
             return "\n".join(d.tail() for d in started)
@@ -280,7 +302,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         for daemon in started:
             assert daemon.proc.poll() is None, logs()
         yield {"prometheus": prometheus, "app": app, "backend": backend, "sidecar": sidecar,
-               "textfile": textfiles / "torchprobe.prom", "logs": logs}  # fmt: skip
+               "textfile": textfiles / "torchprobe.prom", "logs": logs,
+               "events": events}  # fmt: skip
     finally:
         backend.stop()
         for daemon in reversed(started):
@@ -350,6 +373,7 @@ def drive(stack: dict[str, Any]) -> None:
     assert [m["job"] for m, _ in prom.query(stale)] == ["node"], stale
 
     # Unhealthy: the http server is gone; a sticky CUDA error in the worker.
+    began = time.time()  # every verdict healthy, as Prometheus has it
     backend.stop()
     until('torchprobe_up{job="node"}', 0, run=True)
     until('torchprobe_check_up{job="node",check="http",name="http"}', 0)
@@ -415,6 +439,35 @@ def drive(stack: dict[str, Any]) -> None:
     wait_for("the sidecar's alerts inactive", quiet, logs)
     firing = [a for a in prom.api("alerts")["alerts"] if a["labels"]["alertname"] in sidecar_rules]
     assert firing == [], firing
+
+    # The sequence as Prometheus stored it, scrape by scrape: each verdict went
+    # healthy, unhealthy, healthy again, in that order and nothing else.
+    # A range is evaluated every second from its start: ending it 1.5 s from
+    # now puts its last point after the last recovery seen above.
+    time.sleep(1.5)
+    ended = time.time()
+    for expr, healthy in SEQUENCE:
+        values = prom.range(expr, began, ended)
+        changes = [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
+        assert changes == [healthy, 1 - healthy, healthy], (expr, values)
+        print(f"{expr}: {' '.join(f'{v:g}' for v in values)}")
+
+    # A critical Xid on the sidecar's GPU: counted, /live fails, the alert fires.
+    assert prom.value('torchprobe_serve_xid_watch_state{job="torchprobe-serve",'
+                      'state="watching"}') == 1  # fmt: skip
+    with stack["events"].open("a") as f:
+        f.write(json.dumps({"device": 0, "xid": 79}) + "\n")  # one write: whole lines
+    until('torchprobe_gpu_xid_events_total{job="torchprobe-serve",xid="79"}', 1)
+    # /live fails from now on; torchprobe_up stays the rounds' own verdict.
+    status, body = get(f"http://{stack['sidecar']}/live")
+    assert status == 503 and b"Xid 79" in body, body
+
+    def fires() -> bool:
+        return any(a["labels"]["alertname"] == "TorchprobeCriticalXid"
+                   and a["labels"]["job"] == "torchprobe-serve" and a["state"] == "firing"
+                   for a in prom.api("alerts")["alerts"])  # fmt: skip
+
+    wait_for("TorchprobeCriticalXid firing for the sidecar", fires, logs)
     stack["driven"] = True
 
 
