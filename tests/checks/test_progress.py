@@ -160,14 +160,18 @@ def test_progress_then_a_wedge_fails_only_after_the_duration(env: dict[str, str]
          "stalled: 4 requests running, 2 queued, no token generated for"),
     ],
 )  # fmt: skip
-def test_llm_servers_busy_pass_and_wedged_fail(
+def test_llm_servers_idle_and_busy_pass_and_wedged_fail(
     env: dict[str, str], stand_in: type[ms.Metered], name: str, busy: str, stalled: str
 ) -> None:
     with stand_in() as server:
         server.delay = {}  # SGLang's 1 s health answer is not what this is about
-        server.work.state = "busy"
         token = f"{name}:url={server.url},stall=1s"
-        probe(env, token)
+        rc, out, _ = probe(env, token)
+        assert rc == 0 and "first reading; progress is judged from the next run" in out, out
+        time.sleep(PAST_STALL)
+        rc, out, _ = probe(env, token)
+        assert rc == 0 and "idle: nothing pending" in out, out
+        server.work.state = "busy"
         time.sleep(PAST_STALL)
         rc, out, _ = probe(env, token)
         assert rc == 0 and busy in out, out
