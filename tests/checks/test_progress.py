@@ -321,6 +321,29 @@ def test_a_state_directory_that_cannot_be_written_fails_saying_why(tmp_path: Pat
         assert "set TORCHPROBE_STATE_DIR to a writable directory" in done.stdout
 
 
+def test_a_state_file_locked_by_another_run_fails_saying_so(env: dict[str, str]) -> None:
+    # Each run reads and replaces its reading under an flock of the state file;
+    # a run that cannot have it within the lock's wait (1 s) fails, never judges
+    # without the previous reading.
+    import fcntl
+
+    with ms.VLLM() as server:
+        token = f"vllm:url={server.url},stall=1s"
+        assert probe(env, token)[0] == 0
+        [name] = os.listdir(env["TORCHPROBE_STATE_DIR"])
+        fd = os.open(os.path.join(env["TORCHPROBE_STATE_DIR"], name), os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = run_cli(token, env=env)
+        finally:
+            os.close(fd)
+        free = run_cli(token, env=env)
+    assert held.rc == 1, held.stdout
+    assert f"cannot keep progress state in {env['TORCHPROBE_STATE_DIR']}/{name}" in held.stdout
+    assert "locked by another run" in held.stdout, held.stdout
+    assert free.rc == 0 and "idle: nothing pending" in free.stdout, free.stdout
+
+
 def test_a_state_file_of_another_life_of_pid_1_is_no_reading(env: dict[str, str]) -> None:
     with ms.VLLM() as server:
         server.work.state = "wedged"
