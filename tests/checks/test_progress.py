@@ -201,6 +201,28 @@ def test_triton_judges_the_model_and_version_on_its_metrics_port(env: dict[str, 
     assert moving[0] == 0 and "progressing: 2 requests pending" in moving[1], moving
 
 
+def test_triton_reads_its_metrics_port_8002_by_default(env: dict[str, str]) -> None:
+    # Without metrics-url=, Triton's metrics are on the server's host at port 8002.
+    metrics = ms.TritonMetrics(models={"m": ["1"]})
+    metrics.port = 8002
+    try:
+        metrics.__enter__()
+    except OSError as exc:
+        pytest.skip(f"port 8002 is not free here: {exc}")
+    try:
+        metrics.work.state = "wedged"
+        with Triton(models={"m": {"1": True}}) as api:
+            token = f"triton:url={api.url},mode=live,stall=1s"
+            first = probe(env, token)
+            time.sleep(PAST_STALL)
+            stalled = probe(env, token)
+    finally:
+        metrics.__exit__(None, None, None)
+    assert first[0] == 0 and "first reading (2 requests pending)" in first[1], first
+    assert stalled[0] == 1 and "stalled: 2 requests pending, no model execution" in stalled[1]
+    assert ("GET", "/metrics") in [(m, p) for m, p, _, _ in metrics.requests]
+
+
 def test_bentoml_health_and_timed_out_requests_are_not_progress(env: dict[str, str]) -> None:
     # BentoML counts /livez and /readyz in bentoml_service_request_total like
     # any request, so the probe's own requests must not read as progress; nor
