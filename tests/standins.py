@@ -56,6 +56,8 @@ class StandIn:
     """A server's HTTP API, run in threads of the test process."""
 
     server_header = "uvicorn"
+    #: The port it listens on, on 127.0.0.1 (0: a free one).
+    port = 0
     #: Paths (regular expressions) the engine answers: they queue for a worker.
     engine: tuple[str, ...] = ()
 
@@ -127,7 +129,7 @@ class StandIn:
 
             do_GET = do_POST = do_HEAD = _any
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()

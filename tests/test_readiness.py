@@ -40,6 +40,11 @@ REFUSED = [
     "torchserve",
     "tgi",
     "ollama:mode=ready",
+    # A canary is one real inference: readiness, whatever else the check asks.
+    "vllm:url=http://127.0.0.1:1,generate=true",
+    "sglang:url=http://127.0.0.1:1,generate=true",
+    "litserve:url=http://127.0.0.1:1,infer=[1]",
+    "triton:url=http://127.0.0.1:1,model=m,infer={},stall=30s",
     # status-file's readiness mode.
     "status-file:mode=ready",
     "status-file:path=/run/x,mode=ready",
@@ -85,6 +90,9 @@ ACCEPTED = [
     "status-file",
     "vllm:mode=live",
     "triton:mode=live",
+    # stall= is liveness: progress from the server's metrics, no inference sent.
+    "vllm:url=http://127.0.0.1:1,mode=live,stall=60s",
+    "bentoml:url=http://127.0.0.1:1,mode=live,stall=90s",
     "http:url=http://127.0.0.1:1/health",
     "http:url=http://127.0.0.1:1/v2/health/live",
     "http:url=http://127.0.0.1:1/already-done",

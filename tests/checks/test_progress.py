@@ -160,14 +160,18 @@ def test_progress_then_a_wedge_fails_only_after_the_duration(env: dict[str, str]
          "stalled: 4 requests running, 2 queued, no token generated for"),
     ],
 )  # fmt: skip
-def test_llm_servers_busy_pass_and_wedged_fail(
+def test_llm_servers_idle_and_busy_pass_and_wedged_fail(
     env: dict[str, str], stand_in: type[ms.Metered], name: str, busy: str, stalled: str
 ) -> None:
     with stand_in() as server:
         server.delay = {}  # SGLang's 1 s health answer is not what this is about
-        server.work.state = "busy"
         token = f"{name}:url={server.url},stall=1s"
-        probe(env, token)
+        rc, out, _ = probe(env, token)
+        assert rc == 0 and "first reading; progress is judged from the next run" in out, out
+        time.sleep(PAST_STALL)
+        rc, out, _ = probe(env, token)
+        assert rc == 0 and "idle: nothing pending" in out, out
+        server.work.state = "busy"
         time.sleep(PAST_STALL)
         rc, out, _ = probe(env, token)
         assert rc == 0 and busy in out, out
@@ -195,6 +199,28 @@ def test_triton_judges_the_model_and_version_on_its_metrics_port(env: dict[str, 
     assert a[0] == 0 and "idle: nothing pending" in a[1], a
     assert b[0] == 1 and "stalled: 2 requests pending, no model execution for" in b[1], b
     assert moving[0] == 0 and "progressing: 2 requests pending" in moving[1], moving
+
+
+def test_triton_reads_its_metrics_port_8002_by_default(env: dict[str, str]) -> None:
+    # Without metrics-url=, Triton's metrics are on the server's host at port 8002.
+    metrics = ms.TritonMetrics(models={"m": ["1"]})
+    metrics.port = 8002
+    try:
+        metrics.__enter__()
+    except OSError as exc:
+        pytest.skip(f"port 8002 is not free here: {exc}")
+    try:
+        metrics.work.state = "wedged"
+        with Triton(models={"m": {"1": True}}) as api:
+            token = f"triton:url={api.url},mode=live,stall=1s"
+            first = probe(env, token)
+            time.sleep(PAST_STALL)
+            stalled = probe(env, token)
+    finally:
+        metrics.__exit__(None, None, None)
+    assert first[0] == 0 and "first reading (2 requests pending)" in first[1], first
+    assert stalled[0] == 1 and "stalled: 2 requests pending, no model execution" in stalled[1]
+    assert ("GET", "/metrics") in [(m, p) for m, p, _, _ in metrics.requests]
 
 
 def test_bentoml_health_and_timed_out_requests_are_not_progress(env: dict[str, str]) -> None:
@@ -315,6 +341,29 @@ def test_a_state_directory_that_cannot_be_written_fails_saying_why(tmp_path: Pat
         assert done.rc == 1, done.stdout
         assert f"cannot keep progress state in {blocker}/progress-" in done.stdout
         assert "set TORCHPROBE_STATE_DIR to a writable directory" in done.stdout
+
+
+def test_a_state_file_locked_by_another_run_fails_saying_so(env: dict[str, str]) -> None:
+    # Each run reads and replaces its reading under an flock of the state file;
+    # a run that cannot have it within the lock's wait (1 s) fails, never judges
+    # without the previous reading.
+    import fcntl
+
+    with ms.VLLM() as server:
+        token = f"vllm:url={server.url},stall=1s"
+        assert probe(env, token)[0] == 0
+        [name] = os.listdir(env["TORCHPROBE_STATE_DIR"])
+        fd = os.open(os.path.join(env["TORCHPROBE_STATE_DIR"], name), os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = run_cli(token, env=env)
+        finally:
+            os.close(fd)
+        free = run_cli(token, env=env)
+    assert held.rc == 1, held.stdout
+    assert f"cannot keep progress state in {env['TORCHPROBE_STATE_DIR']}/{name}" in held.stdout
+    assert "locked by another run" in held.stdout, held.stdout
+    assert free.rc == 0 and "idle: nothing pending" in free.stdout, free.stdout
 
 
 def test_a_state_file_of_another_life_of_pid_1_is_no_reading(env: dict[str, str]) -> None:

@@ -4,7 +4,9 @@ Each app's inference obeys the files of apps/switches.py in a folder the test
 owns (``$CANARY_SWITCHES`` of the server). :func:`walk` takes a server through:
 
 - idle: the healthy model's own answer to the sample is the reference;
-  ``infer=`` with ``expect=`` that answer passes;
+  ``infer=`` with ``expect=`` that answer passes; on a server whose metrics
+  have no gauge of pending work (``refuses_stall``), ``stall=`` is a one-line
+  usage error that points to ``infer=``;
 - busy: ``slow`` makes each inference take 1 s and more clients than the
   model has workers keep requests queued; every probe run passes (the canary
   and ``mode=live``) and every client request completes;
@@ -52,6 +54,8 @@ class Target:
     path: str
     switches: Path
     headers: dict[str, str] = field(default_factory=dict)
+    #: The preset refuses ``stall=`` (its server's metrics show no pending work).
+    refuses_stall: bool = False
 
 
 def post(url: str, body: Any, headers: dict[str, str], timeout: float = 30) -> tuple[int, Any]:
@@ -92,6 +96,14 @@ def walk(target: Target, timeout: float = 3.0) -> dict[str, float]:
     idle = run_cli(canary)
     _check(idle, 0, "idle canary")
     seen["idle canary"] = idle.elapsed
+    if target.refuses_stall:
+        refused = run_cli(f"{target.live},stall=30s")
+        _check(refused, 1, "stall= on a server without a pending-work gauge")
+        line = refused.stderr.strip()
+        assert refused.stdout == "" and "\n" not in line, refused.stdout + refused.stderr
+        assert line.startswith("torchprobe: error: "), line
+        assert "stall= needs a metric of pending work" in line and "infer=" in line, line
+        print(f"{target.name} stall=: {line}")
 
     (switches / "slow").write_text(str(SLOW))
     with load(target.infer_url, target.sample, CLIENTS, target.headers) as statuses:

@@ -145,6 +145,7 @@ def test_canary_idle_busy_wedged_soft_failed(kserve: KServe) -> None:
         sample={"instances": [[1.0, 2.0, 3.0, 4.0]]},
         path="predictions.0.0",
         switches=kserve.switches,
+        refuses_stall=True,
     )
     walk(target)
 

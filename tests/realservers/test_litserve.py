@@ -150,6 +150,7 @@ def test_canary_idle_busy_wedged_soft_failed(lit: Lit) -> None:
         path="labels.0",
         switches=lit.gate.parent,
         headers={"X-API-Key": API_KEY},
+        refuses_stall=True,
     )
     walk(target)
 

@@ -19,6 +19,12 @@ answers (1.7.1), every ``ready``/``live`` answer with an empty body:
 
 MLServer has no authentication of its own, so there is no token test here; a
 token is sent and must not be printed.
+
+Its metrics (``/metrics`` on the metrics port) are not Triton's, so the ``triton``
+preset's ``stall=`` does not apply; the ``progress`` check reads MLServer's own:
+``rest_server_requests_in_progress`` (a gauge per method, starlette_exporter's
+middleware, ``mlserver/rest/app.py``) and ``model_infer_request_success`` (a
+counter per model and version, ``mlserver/handlers/dataplane.py``).
 """
 
 from __future__ import annotations
@@ -33,12 +39,16 @@ from pathlib import Path
 import pytest
 from conftest import Run, run_cli
 
+from . import stallwalk
 from .canary import Target, walk
 from .harness import APPS, ServerProcess, free_port, http_get, server_venv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SECRET = "mlserver-token-3f9a60"
+SAMPLE = {
+    "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 4.0]}]
+}
 
 
 def post(url: str, timeout: float = 30) -> int:
@@ -56,6 +66,7 @@ class MLServer:
     server: ServerProcess
     url: str
     switches: Path
+    metrics_url: str
 
     def probe(self, preset: str, *options: str) -> Run:
         spec = ",".join([f"url={self.url}", *options, "timeout=2"])
@@ -80,16 +91,20 @@ class MLServer:
 def mlserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MLServer]:
     python = server_venv("mlserver")
     state = tmp_path_factory.mktemp("mlserver")
-    http, grpc = free_port(), free_port()
-    while grpc == http:
-        grpc = free_port()
-    command = [str(python), str(APPS / "mlserver_app.py"), str(http), str(grpc), str(state)]
+    ports: list[int] = []
+    while len(ports) < 3:
+        if (port := free_port()) not in ports:
+            ports.append(port)
+    http, grpc, metrics = ports
+    command = [str(python), str(APPS / "mlserver_app.py"), str(http), str(grpc), str(state),
+               str(metrics)]  # fmt: skip
     switches = tmp_path_factory.mktemp("mlserver-switches")
     env = {"CANARY_SWITCHES": str(switches)}
     server = ServerProcess(command, name="mlserver", cwd=state, env=env)
     server.start()
     try:
-        ml = MLServer(server, f"http://127.0.0.1:{http}", switches)
+        ml = MLServer(server, f"http://127.0.0.1:{http}", switches,
+                      f"http://127.0.0.1:{metrics}/metrics")  # fmt: skip
         server.wait_http(f"{ml.url}/v2/models/tiny/ready", timeout=180)
         yield ml
     finally:
@@ -193,15 +208,36 @@ def test_canary_idle_busy_wedged_soft_failed(mlserver: MLServer) -> None:
         ready=url,
         live=f"{url},mode=live",
         infer_url=f"{mlserver.url}/v2/models/tiny/infer",
-        sample={
-            "inputs": [
-                {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 4.0]}
-            ]
-        },  # fmt: skip
+        sample=SAMPLE,
         path="outputs.0.data.0",
         switches=mlserver.switches,
     )
     walk(target)
+
+
+def test_stall_with_the_progress_check_idle_busy_wedged(mlserver: MLServer, tmp_path: Path) -> None:
+    # The counter moves when a request completes; busy, one request of 2 s runs
+    # at a time, so any DURATION well above 2 s holds. POST only: the probes'
+    # GETs of the health endpoints are in progress too while they run.
+    mlserver.reset()
+    spec = (f"progress:url={mlserver.metrics_url},"
+            'pending=rest_server_requests_in_progress{method="POST"},'
+            'done=model_infer_request_success{model="tiny"},stall=8s')  # fmt: skip
+    target = stallwalk.StallTarget(
+        name="mlserver",
+        spec=spec,
+        stall=8.0,
+        infer_url=f"{mlserver.url}/v2/models/tiny/infer",
+        sample=SAMPLE,
+        switches=mlserver.switches,
+        state=tmp_path / "state",
+    )
+    stallwalk.walk(target)
+    # triton's stall= reads Triton's series, which MLServer does not have.
+    run = run_cli(f"triton:url={mlserver.url},mode=live,stall=8s,"
+                  f"metrics-url={mlserver.metrics_url}")  # fmt: skip
+    assert run.rc == 1, run.stdout
+    assert "the metrics show no nv_inference_pending_request_count" in run.stdout, run.stdout
 
 
 def test_frozen_times_out(mlserver: MLServer) -> None:

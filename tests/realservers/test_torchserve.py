@@ -285,6 +285,7 @@ def test_canary_idle_busy_wedged_soft_failed(torchserve: TorchServe) -> None:
         path="0.0",
         switches=torchserve.key_file.parent / "switches",
         headers={"Authorization": f"Bearer {inference}"},
+        refuses_stall=True,
     )
     walk(target)
     assert torchserve.workers(MODEL) == ["READY"]

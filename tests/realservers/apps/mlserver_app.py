@@ -1,11 +1,12 @@
 """A real MLServer 1.7 with a tiny torch model in a custom runtime, for the preset tests.
 
-Usage: python mlserver_app.py HTTP_PORT GRPC_PORT REPOSITORY_DIR
+Usage: python mlserver_app.py HTTP_PORT GRPC_PORT REPOSITORY_DIR METRICS_PORT
 
-HTTP and gRPC on the given ports, no metrics server (``metrics_endpoint=None``; it
-would otherwise take the fixed port 8082), no parallel inference workers (models load
-in the server's own process). REPOSITORY_DIR (made if missing) gets a model-settings
-folder per model, so that the model repository API can load and unload them:
+HTTP, gRPC and the Prometheus metrics server (``/metrics``; MLServer's default port,
+8082, is fixed, so the test gives a free one) on the given ports, no parallel
+inference workers (models load in the server's own process). REPOSITORY_DIR (made if
+missing) gets a model-settings folder per model, so that the model repository API can
+load and unload them:
 
 - ``tiny`` (version ``1``): a ``torch.nn.Linear(4, 2)`` built in ``load()`` (nothing
   downloaded); loaded at start, ready.
@@ -100,7 +101,8 @@ def main() -> None:
         host="127.0.0.1",
         http_port=http_port,
         grpc_port=grpc_port,
-        metrics_endpoint=None,
+        metrics_endpoint="/metrics",
+        metrics_port=int(sys.argv[4]),
         parallel_workers=0,
         model_repository_root=str(root),
         load_models_at_startup=False,
