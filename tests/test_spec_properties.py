@@ -4,6 +4,8 @@ UsageError."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -63,6 +65,45 @@ def test_expand_keeps_variables_and_still_escapes_commas(parts: list[str]) -> No
     occurrence = parse_occurrence("c:" + format_option("a", value, expand=True), OPTIONS, ENV)
     assert occurrence.values["a"] == value.replace("${X}", "from-env").replace("${PW}", "p,w")
     assert bool(occurrence.secrets) == ("${" in value)
+
+
+# JSON documents whose strings hold the syntax's characters, JSON's own
+# escapes among them: a backslash before a comma or a closing quote, a
+# ",word=" inside a string (no "$": "${" reads the environment, in JSON too).
+json_text = st.text(alphabet=',\\=[]{}()":x1 \n', max_size=12)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | json_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(json_text, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@PROPERTIES
+@given(json_values, st.booleans())
+def test_a_json_value_needs_no_escaping_before_or_after_another_option(
+    document: object, compact: bool
+) -> None:
+    """The promise of the revised syntax: a JSON body is written as it is,
+    whatever commas, brackets, quotes, '=' and backslashes its strings hold."""
+    value = json.dumps(document, separators=(",", ":") if compact else None)
+    for token in (f"c:a={value}", f"c:a={value},bb=1", f"c:bb=1,a={value},url=u"):
+        occurrence = parse_occurrence(token, OPTIONS, ENV)
+        assert occurrence.values["a"] == value, token
+        assert json.loads(occurrence.values["a"]) == document
+
+
+@PROPERTIES
+@given(st.lists(st.tuples(st.sampled_from(["model", "version", "le"]), json_text), max_size=4))
+def test_a_label_matcher_needs_no_escaping(labels: list[tuple[str, str]]) -> None:
+    """A Prometheus selector, its label values escaped as the exposition
+    format escapes them (backslash, double quote, newline)."""
+
+    def escape(v: str) -> str:
+        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+    value = "m{" + ",".join(f'{k}="{escape(v)}"' for k, v in labels) + "} 1"
+    occurrence = parse_occurrence(f"c:a={value},bb=2", OPTIONS, ENV)
+    assert occurrence.values == {"a": value, "bb": "2"}
 
 
 def test_format_option_refuses_a_key_the_parser_cannot_read() -> None:

@@ -9,7 +9,8 @@ The syntax (revised in 0.2.0, so that a misspelt key can never pass silently):
   any other WORD is a usage error ("did you mean ...?"). Any other comma is
   part of the value: JSON bodies, ``[1,2]`` lists, label matchers, URLs with
   commas need no escaping; ``\\,`` is a literal comma everywhere;
-- inside double quotes ``\\"`` does not close them; an unclosed bracket or
+- inside double quotes ``\\"`` and ``\\\\`` are kept as written (JSON's
+  escapes) and ``\\"`` does not close them; an unclosed bracket or
   quote is part of the value, unless a ``,WORD=`` follows it (that would hide
   an option: a usage error);
 - a check whose code takes any keyword (``**kwargs``), or a plugin planned
@@ -86,8 +87,8 @@ def _pieces(check: str, rest: str, keys: Mapping[str, Option] | None) -> list[st
     double quotes) and only before ``WORD=``; ``keys`` None accepts any WORD
     there, else an undeclared one is a usage error. ``\,`` is a literal comma
     everywhere; outside double quotes ``\`` before a bracket or ``"`` makes it
-    a literal that nests nothing; inside them ``\"`` is kept as written (JSON's
-    escaped quote) and does not close them.
+    a literal that nests nothing; inside them ``\"`` and ``\\`` are kept as
+    written (JSON's escaped quote and backslash) and ``\"`` does not close them.
     """
     pieces: list[str] = []
     current: list[str] = []
@@ -103,8 +104,11 @@ def _pieces(check: str, rest: str, keys: Mapping[str, Option] | None) -> list[st
                 current.append(following)
                 i += 2
                 continue
-            if quoted and following == '"':
-                current.append('\\"')
+            if quoted and following in '"\\':
+                # JSON's escapes, kept as written: \" does not close the
+                # quotes, and \\ is one backslash (so "a\\" does close them,
+                # and "C:\\,x" keeps its comma and both backslashes).
+                current.append("\\" + following)
                 i += 2
                 continue
         if ch == '"' and quoted:
