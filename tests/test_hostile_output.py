@@ -12,13 +12,14 @@ import os
 import shutil
 import subprocess
 import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
-from conftest import Run, clean_env, require, run_cli
+from conftest import IN_CI, Run, clean_env, require, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from servers import Request, http_server, reply
@@ -65,8 +66,14 @@ def strict_prometheus(text: str) -> list[tuple[str, tuple[tuple[str, str], ...]]
     repeated = {s for s in series if series.count(s) > 1}
     assert not repeated, f"series repeated: {repeated}\n{text}"
     promtool = shutil.which("promtool")
-    require(promtool is not None, "promtool is not installed (Debian package prometheus)")
-    done = subprocess.run([str(promtool), "check", "metrics"], input=text, text=True,
+    if promtool is None:
+        # Only promtool's own look is left out: the secrets and the
+        # prometheus_client parse above are still asserted (CI=true fails).
+        require(not IN_CI, "promtool is not installed (Debian package prometheus)")
+        warnings.warn("promtool is not installed (Debian package prometheus): "
+                      "its check of the Prometheus text is left out", stacklevel=2)  # fmt: skip
+        return series
+    done = subprocess.run([promtool, "check", "metrics"], input=text, text=True,
                           capture_output=True, timeout=30)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     return series
