@@ -191,6 +191,39 @@ def test_a_label_from_the_environment_is_hidden_in_every_output(tmp_path: Path) 
     assert_hidden(out.texts(), label)
 
 
+def test_a_short_label_from_the_environment_is_hidden_too(tmp_path: Path) -> None:
+    # Shorter than the scrubber's MIN_LENGTH: no substring search finds it, so
+    # the name itself must be the mask.
+    label = "qZ7"
+    out = Outputs(tmp_path, clean_env(LABEL=label))
+    with http_server(reply(200, b"ok")) as server:
+        check = f"http:url=http://127.0.0.1:{server.port}/,name=${{LABEL}}"
+        runs = out.every_format(check, f"http:url=http://127.0.0.1:{server.port}/,name=x{label}")
+        planned = run_cli("--dry-run", check, env=out.env)
+        clean_run(planned)
+        out.runs.append(planned)
+    assert all(r.rc == 0 for r in runs)
+    assert "PASS  ***" in runs[0].stdout and f"PASS  x{label}" in runs[0].stdout
+    assert_hidden([t.replace(f"x{label}", "") for t in out.texts()], label)
+
+
+@pytest.mark.parametrize(
+    ("value", "second", "says"),
+    [("q Z!", "", "option 'name': its value (hidden: it is a secret) may hold only"),
+     ("qZ7", ",name=${OTHER}", "name='***' is given to more than one check")],
+    ids=["invalid", "twice"],
+)  # fmt: skip
+def test_a_name_from_the_environment_is_hidden_in_its_usage_error(
+    value: str, second: str, says: str
+) -> None:
+    check = "tcp:address=127.0.0.1:1,name=${LABEL}"
+    args = [check, "tcp:address=127.0.0.1:2" + second] if second else [check]
+    result = run_cli(*args, env=clean_env(LABEL=value, OTHER=value))
+    assert result.rc == 1 and result.stdout == "", result
+    assert result.stderr.startswith("torchprobe: error: ") and says in result.stderr
+    assert value not in result.stderr, result.stderr
+
+
 def test_two_labels_masked_alike_stay_two_series(tmp_path: Path) -> None:
     out = Outputs(tmp_path, clean_env(A="first-secret-label", B="second-secret-label"))
     with http_server(reply(200, b"ok")) as server:

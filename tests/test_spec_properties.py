@@ -141,3 +141,43 @@ def test_no_option_string_breaks_the_parser_but_with_a_usage_error(check: str, r
         parse_occurrence(f"{check}:{rest}", None, ENV, accept_any=True)
     except UsageError as exc:
         assert "\n" not in str(exc)
+
+
+#: A secret's characters: none of them is in the option strings above, so a
+#: message that holds one took it from the secret.
+SECRET_ALPHABET = "αβγδεζηθ"
+
+
+# KEY=VALUE lists whose values hold ${X} among the syntax's pieces: likelier
+# than random text to get past the first option and reach every message.
+secret_pieces = st.lists(st.sampled_from(["${X}", "${X}", "x", "1", "2s", ":", "/", "[", "}", ",",
+                                          "\\,", " ", "é", "200", "cuda:0", "http://h/"]),
+                         min_size=1, max_size=5).map("".join)  # fmt: skip
+secret_options = st.lists(
+    st.tuples(st.sampled_from(["name", "timeout", "url", "address", "device", "header",
+                               "contains", "model", "status", "mode", "nosuch"]), secret_pieces),
+    min_size=1, max_size=4,
+).map(lambda kvs: ",".join(f"{k}={v}" for k, v in kvs))  # fmt: skip
+
+
+@PROPERTIES
+@given(st.sampled_from(CHECKS), st.one_of(option_strings, secret_options),
+       st.text(alphabet=SECRET_ALPHABET, min_size=1, max_size=12))  # fmt: skip
+def test_no_option_string_lets_a_secret_through_the_parser(
+    check: str, rest: str, secret: str
+) -> None:
+    """What the parser says (a usage error, the options and the name it
+    shows) never holds a value read from the environment, however short."""
+    if set(rest) & set(SECRET_ALPHABET):
+        return
+    cls = registry.builtin(check)
+    assert cls is not None
+    environ = {"X": secret, "PW": secret}
+    for declared, accept_any in (({o.key: o for o in cls.options}, False), (None, True)):
+        try:
+            occurrence = parse_occurrence(f"{check}:{rest}", declared, environ,
+                                          accept_any=accept_any)  # fmt: skip
+        except UsageError as exc:
+            assert secret not in str(exc)
+            continue
+        assert secret not in repr(occurrence.shown) and secret not in occurrence.label

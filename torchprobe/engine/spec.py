@@ -57,7 +57,7 @@ UNIVERSAL: tuple[Option, ...] = (
 class Occurrence:
     """One CHECK argument, parsed: which check, its label, its option values."""
 
-    __slots__ = ("check", "label", "values", "timeout", "shown", "secrets", "text")
+    __slots__ = ("check", "label", "values", "timeout", "shown", "secrets", "text", "name_key")
 
     def __init__(self, check: str, text_: str) -> None:
         self.check = check
@@ -67,6 +67,9 @@ class Occurrence:
         self.timeout: float | None = None
         self.shown: dict[str, Any] = {}
         self.secrets: list[str] = []
+        #: What tells this occurrence's name= from another's (the label itself,
+        #: unless that is masked): never shown.
+        self.name_key = check
 
     def __repr__(self) -> str:
         return f"Occurrence({self.check!r}, label={self.label!r}, shown={self.shown!r})"
@@ -300,11 +303,19 @@ def parse_occurrence(
             occurrence.shown[key] = shown if many else shown[0]
             continue
         occurrence.shown[key] = shown[0]
+    masked = occurrence.shown.get("name") == REDACTED
     if not _NAME.match(occurrence.label):  # an empty name= too
+        what = "its value (hidden: it is a secret)" if masked else repr(occurrence.label)
         raise UsageError(
-            f"check {check!r}: option 'name': {occurrence.label!r} may hold only "
+            f"check {check!r}: option 'name': {what} may hold only "
             "letters, digits, '_', '.' and '-'"
         )
+    occurrence.name_key = occurrence.label
+    if masked:
+        # A name from ${NAME} is a secret like any other value: every output
+        # shows the mask, even where the scrubber would not look (a value
+        # shorter than its MIN_LENGTH).
+        occurrence.label = REDACTED
     return occurrence
 
 
