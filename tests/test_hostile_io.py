@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Run, clean_env, run_cli
+from servers import http_server, reply
 
 #: Every run here must end within its --timeout plus this.
 SLACK = 1.0
@@ -180,6 +181,34 @@ def test_the_restart_state_as_a_fifo_is_a_note_not_a_hang(tmp_path: Path) -> Non
     finally:
         target.kill()
         target.wait()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link"])
+def test_the_progress_state_as_a_fifo_or_a_link_fails_the_check_in_time(
+    kind: str, tmp_path: Path
+) -> None:
+    metrics = b"# TYPE queue gauge\nqueue 1\n# TYPE done_total counter\ndone_total 5\n"
+    state = tmp_path / "state"
+    state.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    env = clean_env(TORCHPROBE_STATE_DIR=str(state))
+    with http_server(reply(200, metrics)) as server:
+        check = f"progress:url={server.url}/metrics,pending=queue,done=done_total,stall=1m"
+        first = run_cli("--timeout", "2", check, env=env)
+        assert first.rc == 0 and "first reading" in first.stdout, first
+        (path,) = state.iterdir()  # progress-<hash>.state, kept between runs
+        path.unlink()
+        if kind == "fifo":
+            os.mkfifo(path)
+        else:
+            path.symlink_to(victim)
+        result = run_cli("--timeout", "2", check, env=env)
+    assert result.elapsed < 2 + SLACK, result
+    assert result.rc == 1 and "Traceback" not in result.stderr, result
+    what = "a FIFO" if kind == "fifo" else "a symbolic link"
+    assert f"cannot keep progress state in {path}: not a regular file ({what})" in result.stdout
+    assert victim.read_text() == "precious\n"
 
 
 def test_the_monitor_never_writes_its_status_file_through_a_link(tmp_path: Path) -> None:

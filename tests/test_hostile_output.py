@@ -12,13 +12,14 @@ import os
 import shutil
 import subprocess
 import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
-from conftest import Run, clean_env, require, run_cli
+from conftest import IN_CI, Run, clean_env, require, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from servers import Request, http_server, reply
@@ -65,8 +66,14 @@ def strict_prometheus(text: str) -> list[tuple[str, tuple[tuple[str, str], ...]]
     repeated = {s for s in series if series.count(s) > 1}
     assert not repeated, f"series repeated: {repeated}\n{text}"
     promtool = shutil.which("promtool")
-    require(promtool is not None, "promtool is not installed (Debian package prometheus)")
-    done = subprocess.run([str(promtool), "check", "metrics"], input=text, text=True,
+    if promtool is None:
+        # Only promtool's own look is left out: the secrets and the
+        # prometheus_client parse above are still asserted (CI=true fails).
+        require(not IN_CI, "promtool is not installed (Debian package prometheus)")
+        warnings.warn("promtool is not installed (Debian package prometheus): "
+                      "its check of the Prometheus text is left out", stacklevel=2)  # fmt: skip
+        return series
+    done = subprocess.run([promtool, "check", "metrics"], input=text, text=True,
                           capture_output=True, timeout=30)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     return series
@@ -182,6 +189,39 @@ def test_a_label_from_the_environment_is_hidden_in_every_output(tmp_path: Path) 
     assert "PASS  ***" in runs[0].stdout
     assert strict_json(out.runs[-1].stdout)["checks"][0]["name"] == "***"
     assert_hidden(out.texts(), label)
+
+
+def test_a_short_label_from_the_environment_is_hidden_too(tmp_path: Path) -> None:
+    # Shorter than the scrubber's MIN_LENGTH: no substring search finds it, so
+    # the name itself must be the mask.
+    label = "qZ7"
+    out = Outputs(tmp_path, clean_env(LABEL=label))
+    with http_server(reply(200, b"ok")) as server:
+        check = f"http:url=http://127.0.0.1:{server.port}/,name=${{LABEL}}"
+        runs = out.every_format(check, f"http:url=http://127.0.0.1:{server.port}/,name=x{label}")
+        planned = run_cli("--dry-run", check, env=out.env)
+        clean_run(planned)
+        out.runs.append(planned)
+    assert all(r.rc == 0 for r in runs)
+    assert "PASS  ***" in runs[0].stdout and f"PASS  x{label}" in runs[0].stdout
+    assert_hidden([t.replace(f"x{label}", "") for t in out.texts()], label)
+
+
+@pytest.mark.parametrize(
+    ("value", "second", "says"),
+    [("q Z!", "", "option 'name': its value (hidden: it is a secret) may hold only"),
+     ("qZ7", ",name=${OTHER}", "name='***' is given to more than one check")],
+    ids=["invalid", "twice"],
+)  # fmt: skip
+def test_a_name_from_the_environment_is_hidden_in_its_usage_error(
+    value: str, second: str, says: str
+) -> None:
+    check = "tcp:address=127.0.0.1:1,name=${LABEL}"
+    args = [check, "tcp:address=127.0.0.1:2" + second] if second else [check]
+    result = run_cli(*args, env=clean_env(LABEL=value, OTHER=value))
+    assert result.rc == 1 and result.stdout == "", result
+    assert result.stderr.startswith("torchprobe: error: ") and says in result.stderr
+    assert value not in result.stderr, result.stderr
 
 
 def test_two_labels_masked_alike_stay_two_series(tmp_path: Path) -> None:

@@ -95,6 +95,16 @@ def test_json_lists_and_label_matchers_need_no_escaping() -> None:
         assert missing.rc == 1 and "FAIL  http" in missing.stdout
 
 
+def test_a_json_string_with_escaped_backslashes_needs_no_escaping() -> None:
+    # JSON writes a backslash as \\: one that ends a string, or stands before
+    # a comma, is still JSON's own escape, never the option syntax's.
+    needle = json.dumps({"path": "C:\\data\\", "n": "a\\,b"}, separators=(",", ":"))
+    with http_server(reply(200, needle.encode())) as server:
+        run = run_cli(f"http:url={server.url}/,contains={needle},status=200", "--format", "json")
+    assert run.rc == 0, run
+    assert json.loads(run.stdout)["checks"][0]["options"]["contains"] == needle
+
+
 def test_an_unclosed_bracket_that_hides_an_option_is_named() -> None:
     line = assert_usage_error(run_cli("http:url=http://127.0.0.1:1/?q=[x,contains=ok"))
     assert "'[' in option 'url' is never closed" in line and "',contains='" in line

@@ -4,6 +4,8 @@ UsageError."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -65,6 +67,45 @@ def test_expand_keeps_variables_and_still_escapes_commas(parts: list[str]) -> No
     assert bool(occurrence.secrets) == ("${" in value)
 
 
+# JSON documents whose strings hold the syntax's characters, JSON's own
+# escapes among them: a backslash before a comma or a closing quote, a
+# ",word=" inside a string (no "$": "${" reads the environment, in JSON too).
+json_text = st.text(alphabet=',\\=[]{}()":x1 \n', max_size=12)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | json_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(json_text, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@PROPERTIES
+@given(json_values, st.booleans())
+def test_a_json_value_needs_no_escaping_before_or_after_another_option(
+    document: object, compact: bool
+) -> None:
+    """The promise of the revised syntax: a JSON body is written as it is,
+    whatever commas, brackets, quotes, '=' and backslashes its strings hold."""
+    value = json.dumps(document, separators=(",", ":") if compact else None)
+    for token in (f"c:a={value}", f"c:a={value},bb=1", f"c:bb=1,a={value},url=u"):
+        occurrence = parse_occurrence(token, OPTIONS, ENV)
+        assert occurrence.values["a"] == value, token
+        assert json.loads(occurrence.values["a"]) == document
+
+
+@PROPERTIES
+@given(st.lists(st.tuples(st.sampled_from(["model", "version", "le"]), json_text), max_size=4))
+def test_a_label_matcher_needs_no_escaping(labels: list[tuple[str, str]]) -> None:
+    """A Prometheus selector, its label values escaped as the exposition
+    format escapes them (backslash, double quote, newline)."""
+
+    def escape(v: str) -> str:
+        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+    value = "m{" + ",".join(f'{k}="{escape(v)}"' for k, v in labels) + "} 1"
+    occurrence = parse_occurrence(f"c:a={value},bb=2", OPTIONS, ENV)
+    assert occurrence.values == {"a": value, "bb": "2"}
+
+
 def test_format_option_refuses_a_key_the_parser_cannot_read() -> None:
     for key in ("", "1a", "a b", "a=b", "a,b"):
         with pytest.raises(ValueError, match="is not an option name"):
@@ -100,3 +141,43 @@ def test_no_option_string_breaks_the_parser_but_with_a_usage_error(check: str, r
         parse_occurrence(f"{check}:{rest}", None, ENV, accept_any=True)
     except UsageError as exc:
         assert "\n" not in str(exc)
+
+
+#: A secret's characters: none of them is in the option strings above, so a
+#: message that holds one took it from the secret.
+SECRET_ALPHABET = "αβγδεζηθ"
+
+
+# KEY=VALUE lists whose values hold ${X} among the syntax's pieces: likelier
+# than random text to get past the first option and reach every message.
+secret_pieces = st.lists(st.sampled_from(["${X}", "${X}", "x", "1", "2s", ":", "/", "[", "}", ",",
+                                          "\\,", " ", "é", "200", "cuda:0", "http://h/"]),
+                         min_size=1, max_size=5).map("".join)  # fmt: skip
+secret_options = st.lists(
+    st.tuples(st.sampled_from(["name", "timeout", "url", "address", "device", "header",
+                               "contains", "model", "status", "mode", "nosuch"]), secret_pieces),
+    min_size=1, max_size=4,
+).map(lambda kvs: ",".join(f"{k}={v}" for k, v in kvs))  # fmt: skip
+
+
+@PROPERTIES
+@given(st.sampled_from(CHECKS), st.one_of(option_strings, secret_options),
+       st.text(alphabet=SECRET_ALPHABET, min_size=1, max_size=12))  # fmt: skip
+def test_no_option_string_lets_a_secret_through_the_parser(
+    check: str, rest: str, secret: str
+) -> None:
+    """What the parser says (a usage error, the options and the name it
+    shows) never holds a value read from the environment, however short."""
+    if set(rest) & set(SECRET_ALPHABET):
+        return
+    cls = registry.builtin(check)
+    assert cls is not None
+    environ = {"X": secret, "PW": secret}
+    for declared, accept_any in (({o.key: o for o in cls.options}, False), (None, True)):
+        try:
+            occurrence = parse_occurrence(f"{check}:{rest}", declared, environ,
+                                          accept_any=accept_any)  # fmt: skip
+        except UsageError as exc:
+            assert secret not in str(exc)
+            continue
+        assert secret not in repr(occurrence.shown) and secret not in occurrence.label

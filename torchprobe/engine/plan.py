@@ -166,11 +166,13 @@ def plan(tokens: Sequence[str], environ: Mapping[str, str]) -> list[Planned]:
 
 def _label(planned: list[Planned]) -> None:
     """Give repeated occurrences distinct names: http, http#2, ..."""
-    explicit = [p.occurrence.label for p in planned if "name" in p.occurrence.shown]
-    for label in explicit:
-        if explicit.count(label) > 1:
-            raise UsageError(f"name={label!r} is given to more than one check")
-    taken = set(explicit)
+    named = [p.occurrence for p in planned if "name" in p.occurrence.shown]
+    keys = [o.name_key for o in named]
+    for occurrence in named:
+        if keys.count(occurrence.name_key) > 1:
+            shown = occurrence.shown["name"]  # *** for a name from the environment
+            raise UsageError(f"name={shown!r} is given to more than one check")
+    taken = {o.label for o in named}
     seen: dict[str, int] = {}
     for p in planned:
         if "name" in p.occurrence.shown:

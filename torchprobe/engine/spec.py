@@ -9,7 +9,8 @@ The syntax (revised in 0.2.0, so that a misspelt key can never pass silently):
   any other WORD is a usage error ("did you mean ...?"). Any other comma is
   part of the value: JSON bodies, ``[1,2]`` lists, label matchers, URLs with
   commas need no escaping; ``\\,`` is a literal comma everywhere;
-- inside double quotes ``\\"`` does not close them; an unclosed bracket or
+- inside double quotes ``\\"`` and ``\\\\`` are kept as written (JSON's
+  escapes) and ``\\"`` does not close them; an unclosed bracket or
   quote is part of the value, unless a ``,WORD=`` follows it (that would hide
   an option: a usage error);
 - a check whose code takes any keyword (``**kwargs``), or a plugin planned
@@ -56,7 +57,7 @@ UNIVERSAL: tuple[Option, ...] = (
 class Occurrence:
     """One CHECK argument, parsed: which check, its label, its option values."""
 
-    __slots__ = ("check", "label", "values", "timeout", "shown", "secrets", "text")
+    __slots__ = ("check", "label", "values", "timeout", "shown", "secrets", "text", "name_key")
 
     def __init__(self, check: str, text_: str) -> None:
         self.check = check
@@ -66,6 +67,9 @@ class Occurrence:
         self.timeout: float | None = None
         self.shown: dict[str, Any] = {}
         self.secrets: list[str] = []
+        #: What tells this occurrence's name= from another's (the label itself,
+        #: unless that is masked): never shown.
+        self.name_key = check
 
     def __repr__(self) -> str:
         return f"Occurrence({self.check!r}, label={self.label!r}, shown={self.shown!r})"
@@ -86,8 +90,8 @@ def _pieces(check: str, rest: str, keys: Mapping[str, Option] | None) -> list[st
     double quotes) and only before ``WORD=``; ``keys`` None accepts any WORD
     there, else an undeclared one is a usage error. ``\,`` is a literal comma
     everywhere; outside double quotes ``\`` before a bracket or ``"`` makes it
-    a literal that nests nothing; inside them ``\"`` is kept as written (JSON's
-    escaped quote) and does not close them.
+    a literal that nests nothing; inside them ``\"`` and ``\\`` are kept as
+    written (JSON's escaped quote and backslash) and ``\"`` does not close them.
     """
     pieces: list[str] = []
     current: list[str] = []
@@ -103,8 +107,11 @@ def _pieces(check: str, rest: str, keys: Mapping[str, Option] | None) -> list[st
                 current.append(following)
                 i += 2
                 continue
-            if quoted and following == '"':
-                current.append('\\"')
+            if quoted and following in '"\\':
+                # JSON's escapes, kept as written: \" does not close the
+                # quotes, and \\ is one backslash (so "a\\" does close them,
+                # and "C:\\,x" keeps its comma and both backslashes).
+                current.append("\\" + following)
                 i += 2
                 continue
         if ch == '"' and quoted:
@@ -296,11 +303,19 @@ def parse_occurrence(
             occurrence.shown[key] = shown if many else shown[0]
             continue
         occurrence.shown[key] = shown[0]
+    masked = occurrence.shown.get("name") == REDACTED
     if not _NAME.match(occurrence.label):  # an empty name= too
+        what = "its value (hidden: it is a secret)" if masked else repr(occurrence.label)
         raise UsageError(
-            f"check {check!r}: option 'name': {occurrence.label!r} may hold only "
+            f"check {check!r}: option 'name': {what} may hold only "
             "letters, digits, '_', '.' and '-'"
         )
+    occurrence.name_key = occurrence.label
+    if masked:
+        # A name from ${NAME} is a secret like any other value: every output
+        # shows the mask, even where the scrubber would not look (a value
+        # shorter than its MIN_LENGTH).
+        occurrence.label = REDACTED
     return occurrence
 
 
