@@ -421,6 +421,12 @@ def test_the_policy_follows_its_sources_and_its_documented_choices() -> None:
     aws = (46, 48, 54, 62, 63, 64, 74, 79, 95, 110, 119, 120, 136, 140, 142, 143, 151, 155,
            156, 158)  # fmt: skip
     assert [n for n in aws if not xid.rule(n).critical] == []
+    # AWS's own entries by the catalog bucket it gives each.
+    assert {xid.rule(n).kind for n in (136, 155, 156, 158)} == {xid.RESET}
+    assert {xid.rule(n).kind for n in (54, 142, 151)} == {xid.DRAIN}
+    assert xid.describe(158) == "Xid 158 (GPU Fatal Timeout)" and xid.describe(136) == "Xid 136"
+    # GPUd's reboot-suggesting warnings that no other list has stay informational.
+    assert {xid.rule(n).kind for n in (*range(144, 151), 163, 173)} == {xid.INFO}
     assert xid.rule(4242).kind == xid.INFO and xid.describe(4242) == "Xid 4242"
     assert xid.describe(79) == "Xid 79 (GPU has fallen off the bus)"
     policy = xid.Policy(ignore=[79], fatal=[13, 79])
