@@ -106,6 +106,12 @@ for i in 1 2 3; do scenario "driver-$i" 60 0 torchprobe --timeout 30 cuda:backen
 kill "$sampler" 2>/dev/null
 wait "$sampler" 2>/dev/null
 sort "$out/driver-footprint-samples.txt" | uniq -c | sort -rn | head -20 >>"$log"
+"$py" -c 'import json, sys
+for c in json.load(open(sys.argv[1]))["checks"]:
+    d = c["details"].get("device")
+    mem = (d["memory_total"] - d["memory_free"]) / 2**20 if isinstance(d, dict) and "memory_free" in d else None
+    print("driver-nvml-cuda", c["name"], c["status"], "seconds", c["duration"], "gpu_used_MiB_seen_in_context", mem)' \
+  "$out/driver-nvml-cuda.out" >>"$log" 2>&1
 scenario driver-benchmarks 300 0 "$py" -m benchmarks --only driver,nvml \
   --json "$out/driver-benchmarks.json"
 scenario driver-nothing-left 30 0 bash -c \
@@ -136,18 +142,34 @@ print(sys.argv[1].rsplit("/", 1)[-1], d["dtype"], d["size"], "tf32" if d["tf32"]
 done
 
 # The monitor's Xid watch: the NVML event set registers on the real GPU from an
-# unprivileged serving process, and a run without an Xid stays live (the
-# status document's xid field is recorded in the log).
+# unprivileged serving process (xid.state "watching"), and a run without an
+# Xid stays live (the status document's xid field is recorded in the log).
 scenario xid-watch 60 0 bash -c '
   d=$(mktemp -d)
   "$0" tests/monitor_worker.py "$d" --device cuda:0 >/dev/null 2>&1 &
   pid=$!
   sleep 4
-  "$0" -c "import json,sys; d=json.load(open(sys.argv[1])); print(json.dumps(d[\"xid\"]), d[\"live\"])" "$d/$pid.json"
+  "$0" -c "import json,sys; d=json.load(open(sys.argv[1])); print(json.dumps(d[\"xid\"]), \"live\", d[\"live\"]); sys.exit(0 if d[\"xid\"][\"state\"] == \"watching\" and d[\"live\"] else 1)" "$d/$pid.json"
+  watching=$?
   torchprobe status-file:path="$d"
   rc=$?
   kill "$pid"
-  exit "$rc"' "$py"
+  [ "$watching" = 0 ] && exit "$rc"
+  exit 1' "$py"
+# The same watch in the serve sidecar's process of its own
+# (python -m torchprobe.serve.xid): its first line says "watching" with every
+# GPU's UUID, and it ends at the end of its stdin.
+scenario xid-sidecar-child 60 0 "$py" -c '
+import json, subprocess, sys
+p = subprocess.Popen([sys.executable, "-m", "torchprobe.serve.xid"],
+                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+first = json.loads(p.stdout.readline())
+print(first)
+p.stdin.close()
+rc = p.wait(10)
+print("exit", rc)
+ok = first.get("state") == "watching" and first.get("gpus") and rc == 0
+sys.exit(0 if ok else 1)'
 
 # 5. The test suite: the gpu-marked tests (among them a real device-side assert
 #    and a real out-of-memory error beside the in-process monitor), then the rest.

@@ -254,3 +254,23 @@ def test_the_monitors_xid_watch_registers_on_the_real_gpu_and_a_clean_run_stays_
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_sidecars_xid_watch_process_registers_on_every_real_gpu() -> None:
+    # The serve sidecar's watch, in its process of its own (torchprobe.serve.xid).
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "torchprobe.serve.xid"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=clean_env())  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        first = json.loads(proc.stdout.readline())
+        assert first["state"] == "watching", first
+        assert first["gpus"] and all(g.startswith("GPU-") for g in first["gpus"]), first
+        proc.stdin.close()  # the sidecar ended
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait()

@@ -234,6 +234,25 @@ def test_the_watch_follows_cuda_visible_devices_by_uuid(start: Launcher) -> None
     assert doc["live"] and doc["xid"]["counts"] == [{"gpu": UUID1, "xid": "31", "count": 1}]
 
 
+@pytest.mark.parametrize(("device", "visible"), [("cuda:1", UUID0), ("cuda:0", "")])
+def test_a_device_cuda_visible_devices_hides_watches_no_gpu(
+    start: Launcher, device: str, visible: str
+) -> None:
+    # The app's device is not among CUDA_VISIBLE_DEVICES: no GPU of NVML's is
+    # this process's, so none is watched (another container's Xid is not ours).
+    worker = start("--device", device, scenario={"devices": [{}, {}]}, watching=False,
+                   CUDA_VISIBLE_DEVICES=visible)  # fmt: skip
+    doc = worker.until(lambda d: d["xid"]["state"] == "unsupported" and d["last_round"])
+    assert doc["xid"]["gpus"] == []
+    assert doc["xid"]["note"] == (f"{device} is not among CUDA_VISIBLE_DEVICES={visible!r}: "
+                                  "no GPU to watch")  # fmt: skip
+    worker.inject(device=0, xid=79)
+    worker.inject(device=1, xid=79)
+    time.sleep(0.5)
+    doc = worker.doc()
+    assert doc["live"] and doc["xid"]["counts"] == []
+
+
 def test_a_restarted_process_starts_clean(start: Launcher) -> None:
     first = start("--device", "cuda:0")
     first.inject(device=0, xid=79)
@@ -421,6 +440,12 @@ def test_the_policy_follows_its_sources_and_its_documented_choices() -> None:
     aws = (46, 48, 54, 62, 63, 64, 74, 79, 95, 110, 119, 120, 136, 140, 142, 143, 151, 155,
            156, 158)  # fmt: skip
     assert [n for n in aws if not xid.rule(n).critical] == []
+    # AWS's own entries by the catalog bucket it gives each.
+    assert {xid.rule(n).kind for n in (136, 155, 156, 158)} == {xid.RESET}
+    assert {xid.rule(n).kind for n in (54, 142, 151)} == {xid.DRAIN}
+    assert xid.describe(158) == "Xid 158 (GPU Fatal Timeout)" and xid.describe(136) == "Xid 136"
+    # GPUd's reboot-suggesting warnings that no other list has stay informational.
+    assert {xid.rule(n).kind for n in (*range(144, 151), 163, 173)} == {xid.INFO}
     assert xid.rule(4242).kind == xid.INFO and xid.describe(4242) == "Xid 4242"
     assert xid.describe(79) == "Xid 79 (GPU has fallen off the bus)"
     policy = xid.Policy(ignore=[79], fatal=[13, 79])

@@ -14,11 +14,13 @@ its source:
 - GPUd's catalog (components/accelerator/nvidia/xid/xid.go): fatal/reboot,
   fatal or inspect, inspect, and "check the app" warnings; most others
   informational.
-- AWS eks-node-monitoring-agent: its list of fatal Xids.
+- AWS eks-node-monitoring-agent (monitors/nvidia/dcgm/dcgm_policies.go): its
+  list of fatal Xids, each with the catalog's resolution bucket.
 
-Where they disagree this module chooses, and says why at the entry. A Xid in
-no list is informational: it is counted and shown, never fatal, since a
-restart cannot help what nobody has called a fault (``xid_fatal=`` makes any
+Where they disagree this module chooses, and says why at the entry. A Xid
+that only the device plugin's "any other" rule calls critical is
+informational: it is counted and shown, never fatal, since a restart cannot
+help what no list names as a fault (``xid_fatal=`` makes any
 Xid fatal, ``xid_ignore=`` any Xid harmless).
 """
 
@@ -77,7 +79,12 @@ _NAMES = {
     94: "Contained ECC error", 95: "Uncontained ECC error",
     109: "Context Switch Timeout Error", 119: "GSP RPC Timeout", 120: "GSP Error",
     140: "Unrecovered ECC Error", 143: "GPU Initialization Failure",
+    54: "Auxiliary power is not connected to the GPU board", 151: "Key rotation Error",
+    155: "NVLINK: SW Defined Error", 156: "Resource Retirement Event", 158: "GPU Fatal Timeout",
 }  # fmt: skip
+# 136 and 142 have no name here: GPUd's copy of the catalog calls them
+# "Reserved" and "Unrecovered ECC Error", AWS's "Link training failed" and
+# "NVENC3 error".
 
 _KINDS: dict[int, str] = {}
 
@@ -101,13 +108,21 @@ _set(RESET, 32, 38, 44, 48, range(62, 64), 65, 69, 95, 121, 123)
 # "inspect", AWS fatal: fatal here).
 _set(RESET, 81)
 _set(DRAIN, 64, 74, 79, 110, 119, 120, 140, 143)
-# AWS's fatal list beyond the above (54, 136, 142, 151, 155, 156, 158): no
-# other list names them; taken as AWS says.
-_set(DRAIN, 54, 136, 142, 151, 155, 156, 158)
+# AWS's fatal list beyond the above, by the catalog bucket AWS gives each:
+# RESET_GPU for 136, 155, 156 and 158; CHECK_MECHANICALS (auxiliary power not
+# connected) for 54, CONTACT_SUPPORT for 142 and RESTART_VM for 151: nothing
+# on the node fixes those. GPUd disagrees: it lists all seven as warnings,
+# suggesting a reboot for 151, 155, 156 and 158; fatal here, as AWS says,
+# since each names a fault of the GPU, not of the application.
+_set(RESET, 136, 155, 156, 158)
+_set(DRAIN, 54, 142, 151)
 # The device plugin's application errors (13, 31, 43, 45, 68, 109) and
 # GPUd's "check the app" warnings (13, 31, 43, 137, 170); the catalog's
 # bucket RESTART_APP for 94 (contained: only the process that touched the
-# bad memory is hit). The sources disagree on two:
+# bad memory is hit). The sources disagree on three:
+# - 94 (a contained ECC error): GPUd calls it fatal and suggests a reboot.
+#   Application here, as the catalog says: the process that read the bad
+#   memory fails on its own, and the others on the GPU are unharmed.
 # - 68 (a video decoder exception): the device plugin skips it, GPUd says
 #   fatal or inspect. Application here: an inference server that decodes no
 #   video never causes it, and one that does sees the failure itself.
@@ -117,10 +132,13 @@ _set(DRAIN, 54, 136, 142, 151, 155, 156, 158)
 _set(APPLICATION, 13, 31, 43, 45, 68, 94, 109, 137, 170)
 # The catalog: the hardware corrected it; a high rate is worth a look, not a restart.
 _set(INFO, 92)
+# GPUd suggests a reboot for 144-150 (NVLink), 163, 166, 167, 169, 172 and
+# 173 but marks each a warning, not critical, and no other list has them:
+# informational here (xid_fatal= makes them fatal).
 
 
 def rule(xid: int) -> Rule:
-    """The policy's entry for ``xid`` (informational when no list names it)."""
+    """The policy's entry for ``xid`` (informational when no list calls it a fault)."""
     return Rule(xid, _NAMES.get(xid, ""), _KINDS.get(xid, INFO))
 
 

@@ -504,6 +504,13 @@ class Monitor:
             return  # a CPU monitor watches nothing; "off" says so
         targets = watch_targets(device, os.environ)
         self._xid.gpus = targets
+        if not targets:
+            # XidWatch takes no targets as every GPU NVML shows (the sidecar's
+            # view); this process's GPU is none of them.
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            self._on_xid_state("unsupported", f"{device} is not among CUDA_VISIBLE_DEVICES="
+                                              f"{visible!r}: no GPU to watch")  # fmt: skip
+            return
         self._xid.on_state("starting", None)
         watch = XidWatch(targets, self._on_gpu_event, self._on_xid_state)
         with self._lock:
