@@ -366,6 +366,31 @@ def test_a_state_file_locked_by_another_run_fails_saying_so(env: dict[str, str])
     assert free.rc == 0 and "idle: nothing pending" in free.stdout, free.stdout
 
 
+def test_a_held_state_lock_is_waited_for_no_longer_than_the_checks_timeout(
+    env: dict[str, str],
+) -> None:
+    """The lock's own wait (1 s) is cut to what is left of the check's timeout:
+    the message says how long it waited, which the timeout bounds."""
+    import fcntl
+    import re
+
+    with ms.VLLM() as server:
+        token = f"vllm:url={server.url},stall=1s,timeout=0.5s"
+        assert probe(env, token)[0] == 0
+        [name] = os.listdir(env["TORCHPROBE_STATE_DIR"])
+        fd = os.open(os.path.join(env["TORCHPROBE_STATE_DIR"], name), os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = run_cli("--format", "json", token, env=env)
+        finally:
+            os.close(fd)
+    assert held.rc == 1, held.stdout
+    (check,) = json.loads(held.stdout)["checks"]
+    found = re.search(r"locked by another run for ([0-9.e-]+)s", check["message"])
+    assert found is not None, check["message"]
+    assert float(found.group(1)) <= 0.5, check["message"]
+
+
 def test_a_state_file_of_another_life_of_pid_1_is_no_reading(env: dict[str, str]) -> None:
     with ms.VLLM() as server:
         server.work.state = "wedged"
@@ -639,3 +664,33 @@ def test_a_metrics_app_mounted_with_a_redirect_is_followed(env: dict[str, str]) 
         token = f"progress:url={server.url}/metrics,pending=queue,done=served,stall=1s"
         rc, out, _ = probe(env, token)
     assert rc == 0 and "first reading; progress is judged from the next run" in out, out
+
+
+def test_a_memory_store_held_elsewhere_fails_at_the_deadline() -> None:
+    """The sidecar's store: a round that cannot have a key by its deadline
+    fails saying so, as a file held by another run does."""
+    import threading
+
+    from torchprobe.common.progress_state import MemoryStore, StateError
+
+    store = MemoryStore()
+    inside, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with store.hold("k"):
+            inside.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert inside.wait(30)
+        with pytest.raises(StateError, match="held by another round past the deadline"):
+            with store.hold("k", until=time.monotonic() + 0.05):
+                pass
+    finally:
+        release.set()
+        thread.join()
+    with store.hold("k", until=time.monotonic() + 5):
+        store.put("k", {"ok": 1})
+        assert store.get("k") == {"ok": 1}

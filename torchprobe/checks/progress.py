@@ -229,7 +229,7 @@ def watch(
     store = store if store is not None else default_store()
     key = key or url.shown
     try:
-        with store.hold(key):
+        with store.hold(key, until=clock.at):
             verdict = judge(store.get(key), reading, time.monotonic(), stall, what.unit)
             store.put(key, verdict.record)
     except StateError as exc:

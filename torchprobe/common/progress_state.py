@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -53,9 +54,13 @@ class StateError(Exception):
 
 class StateStore(Protocol):
     """Records by key. ``get`` and ``put`` are called inside ``hold(key)``, which
-    keeps overlapping probe runs from interleaving their read and write."""
+    keeps overlapping probe runs from interleaving their read and write; it
+    waits for another holder no later than ``until`` (a ``time.monotonic()``
+    value: the check's deadline), then raises StateError."""
 
-    def hold(self, key: str) -> contextlib.AbstractContextManager[None]: ...
+    def hold(
+        self, key: str, until: float | None = None
+    ) -> contextlib.AbstractContextManager[None]: ...
 
     def get(self, key: str) -> Record | None: ...
 
@@ -75,9 +80,14 @@ class MemoryStore:
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def hold(self, key: str) -> Iterator[None]:
-        with self._lock:
+    def hold(self, key: str, until: float | None = None) -> Iterator[None]:
+        wait = -1.0 if until is None else max(0.0, until - time.monotonic())
+        if not self._lock.acquire(timeout=wait):
+            raise StateError(f"progress state of {key!r} held by another round past the deadline")
+        try:
             yield
+        finally:
+            self._lock.release()
 
     def get(self, key: str) -> Record | None:
         record = self._records.get(key)
@@ -110,11 +120,11 @@ class FileStore:
         return os.path.join(self.directory, state_name(key))
 
     @contextlib.contextmanager
-    def hold(self, key: str) -> Iterator[None]:
+    def hold(self, key: str, until: float | None = None) -> Iterator[None]:
         path = self.path(key)
         try:
             os.makedirs(self.directory, exist_ok=True)
-            self._fd = lock_file(path)
+            self._fd = lock_file(path, until=until)
         except OSError as exc:
             raise self._error(path, exc) from None
         try:

@@ -60,7 +60,8 @@ def lock_file(path: str, wait: float = LOCK_WAIT, until: float | None = None) ->
     ``wait`` seconds or past ``until`` (a ``time.monotonic()`` value: the
     run's deadline), whichever comes first.
     """
-    give_up = time.monotonic() + wait
+    started = time.monotonic()
+    give_up = started + wait
     if until is not None:
         give_up = min(give_up, until)
     try:
@@ -68,7 +69,8 @@ def lock_file(path: str, wait: float = LOCK_WAIT, until: float | None = None) ->
         return open_locked(path, os.O_RDONLY | os.O_CREAT, give_up)
     except OSError as exc:
         if exc.errno == errno.EWOULDBLOCK:
-            raise OSError(errno.EWOULDBLOCK, f"locked by another run for {wait:g}s") from None
+            waited = max(0.0, give_up - started)
+            raise OSError(errno.EWOULDBLOCK, f"locked by another run for {waited:.2g}s") from None
         raise
 
 
