@@ -16,8 +16,10 @@ torchprobe loads. A signal then ends the run by phase:
   A second signal exits 1 at once (the janitor ends what is left).
 - **ending** (the command's code has returned or raised, the exit status is
   not decided yet): one line unless one was written, and ``os._exit(1)``.
-- **decided** (the report is written, or the error line is): the signal ends
-  the process at once with the exit status already decided.
+- **decided** (the report is written, or the error line is; the process is
+  ending): one line unless one was written, and ``os._exit(1)`` at once,
+  whatever the verdict was: a run interrupted while it ends has not ended
+  as it would have (its ``--log`` line, its textfile may be missing).
 
 The end of a run is ``os._exit`` too, after flushing stdout and stderr: the
 interpreter's own shutdown (atexit, threads of abandoned checks, garbage
@@ -82,8 +84,8 @@ def _handler(signum: int, frame: object) -> None:
     name = (_received or "SIGTERM") if signum == signal.SIGALRM else signal.Signals(signum).name
     if _phase == "decided":
         if not _said:
-            say(f"torchprobe: {name} after the verdict: exit status {_code} stands")
-        os._exit(_code)
+            say(f"torchprobe: error: interrupted by {name} after the verdict; exit status 1")
+        os._exit(1)
     if _phase == "running" and _raise is not None and (_received is None or _rearmed):
         _received = name if _received is None else _received
         _rearm(False)
