@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from . import wrk
 from .harness import REPO, Settings, Target, clean_env, not_measured, ratio_target
 
-LUA = Path(__file__).with_name("fixed_rate.lua")
 WRK_CONNECTIONS = 2  # per endpoint, three endpoints at once
 WRK_DELAY_MS = 20  # per connection: about 100 requests/s per endpoint, 300 in all
 ENDPOINTS = ("/ping", "/health", "/ready")
@@ -239,33 +239,6 @@ def latency(
     return p99, p50, f"{min(rates):.0f}-{max(rates):.0f} requests/s per endpoint", errors
 
 
-def run_wrks(wrk: str, server: Served, seconds: int) -> dict[str, dict[str, float]]:
-    env = clean_env(TPB_WRK_DELAY_MS=str(WRK_DELAY_MS))
-    procs = {
-        path: subprocess.Popen(
-            [
-                wrk,
-                "-t1",
-                f"-c{WRK_CONNECTIONS}",
-                f"-d{seconds}s",
-                "--latency",
-                "-s",
-                str(LUA),
-                server.url + path,
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for path in ENDPOINTS
-    }
-    figures = {}
-    for path, proc in procs.items():
-        out, err = proc.communicate(timeout=seconds + 30)
-        line = next((x for x in out.splitlines() if x.startswith("TPB ")), None)
-        if line is None:
-            raise RuntimeError(f"wrk gave no figures for {path} (exit {proc.returncode}): "
-                               f"{err[-500:]}")  # fmt: skip
-        figures[path] = {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
-    return figures
+def run_wrks(wrk_path: str, server: Served, seconds: int) -> dict[str, dict[str, float]]:
+    urls = {path: server.url + path for path in ENDPOINTS}
+    return wrk.run(wrk_path, urls, seconds, WRK_CONNECTIONS, WRK_DELAY_MS)

@@ -35,9 +35,9 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from . import wrk
 from .harness import Settings, Target, clean_env, console_script, not_measured, ratio_target
 
-LUA = Path(__file__).with_name("fixed_rate.lua")
 WRK_CONNECTIONS = 2  # per endpoint, two endpoints at once
 WRK_DELAY_MS = 20  # per connection: about 100 requests/s per endpoint
 SLOW_S = 1.5  # the upstream's answer to the ready set's check
@@ -226,27 +226,8 @@ def live_latency(s: Settings) -> Target:
     return target
 
 
-def run_wrks(wrk: str, urls: dict[str, str], seconds: int) -> dict[str, dict[str, float]]:
-    env = clean_env(TPB_WRK_DELAY_MS=str(WRK_DELAY_MS))
-    procs = {
-        key: subprocess.Popen(
-            [wrk, "-t1", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(LUA), url],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for key, url in urls.items()
-    }
-    figures = {}
-    for key, proc in procs.items():
-        out, err = proc.communicate(timeout=seconds + 30)
-        line = next((x for x in out.splitlines() if x.startswith("TPB ")), None)
-        if line is None:
-            raise RuntimeError(f"wrk gave no figures for {key} (exit {proc.returncode}): "
-                               f"{err[-500:]}")  # fmt: skip
-        figures[key] = {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
-    return figures
+def run_wrks(wrk_path: str, urls: dict[str, str], seconds: int) -> dict[str, dict[str, float]]:
+    return wrk.run(wrk_path, urls, seconds, WRK_CONNECTIONS, WRK_DELAY_MS)
 
 
 def cpu_per_minute(s: Settings) -> Target:

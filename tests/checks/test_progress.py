@@ -21,7 +21,7 @@ from pathlib import Path
 
 import metrics_standins as ms
 import pytest
-from conftest import clean_env, require, run_cli
+from conftest import Run, clean_env, require, run_cli
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from servers import closed_port, http_server, reply, routes
 from standins import Triton
@@ -343,22 +343,28 @@ def test_a_state_directory_that_cannot_be_written_fails_saying_why(tmp_path: Pat
         assert "set TORCHPROBE_STATE_DIR to a writable directory" in done.stdout
 
 
+def run_with_the_state_locked(env: dict[str, str], token: str, *flags: str) -> tuple[Run, str]:
+    """One run of ``token`` while this process holds the flock of its state file
+    (made by a first run): the run, and the state file's name."""
+    import fcntl
+
+    assert probe(env, token)[0] == 0
+    [name] = os.listdir(env["TORCHPROBE_STATE_DIR"])
+    fd = os.open(os.path.join(env["TORCHPROBE_STATE_DIR"], name), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return run_cli(*flags, token, env=env), name
+    finally:
+        os.close(fd)
+
+
 def test_a_state_file_locked_by_another_run_fails_saying_so(env: dict[str, str]) -> None:
     # Each run reads and replaces its reading under an flock of the state file;
     # a run that cannot have it within the lock's wait (1 s) fails, never judges
     # without the previous reading.
-    import fcntl
-
     with ms.VLLM() as server:
         token = f"vllm:url={server.url},stall=1s"
-        assert probe(env, token)[0] == 0
-        [name] = os.listdir(env["TORCHPROBE_STATE_DIR"])
-        fd = os.open(os.path.join(env["TORCHPROBE_STATE_DIR"], name), os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            held = run_cli(token, env=env)
-        finally:
-            os.close(fd)
+        held, name = run_with_the_state_locked(env, token)
         free = run_cli(token, env=env)
     assert held.rc == 1, held.stdout
     assert f"cannot keep progress state in {env['TORCHPROBE_STATE_DIR']}/{name}" in held.stdout
@@ -371,19 +377,11 @@ def test_a_held_state_lock_is_waited_for_no_longer_than_the_checks_timeout(
 ) -> None:
     """The lock's own wait (1 s) is cut to what is left of the check's timeout:
     the message says how long it waited, which the timeout bounds."""
-    import fcntl
     import re
 
     with ms.VLLM() as server:
         token = f"vllm:url={server.url},stall=1s,timeout=0.5s"
-        assert probe(env, token)[0] == 0
-        [name] = os.listdir(env["TORCHPROBE_STATE_DIR"])
-        fd = os.open(os.path.join(env["TORCHPROBE_STATE_DIR"], name), os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            held = run_cli("--format", "json", token, env=env)
-        finally:
-            os.close(fd)
+        held, _ = run_with_the_state_locked(env, token, "--format", "json")
     assert held.rc == 1, held.stdout
     (check,) = json.loads(held.stdout)["checks"]
     found = re.search(r"locked by another run for ([0-9.e-]+)s", check["message"])
