@@ -273,3 +273,32 @@ def detection_bound(max_age: float, timings: dict[str, float] | None = None) -> 
     to ``timeout``."""
     t = dict(FAST, **(timings or {}))
     return max_age + t["interval"] * (t["retries"] + 1) + t["timeout"]
+
+
+# -- docker compose (test_compose*.py) ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> str:
+    found = shutil.which("docker-compose")
+    require(found is not None, "no docker-compose on PATH (.ci/run apt-get installs it)")
+    assert found is not None
+    return found
+
+
+@pytest.fixture
+def project(compose: str, tmp_path: Path) -> Any:
+    """Makes compose projects from specs; each is brought down at the end."""
+    from .compose import Project  # it imports this module's docker()
+
+    made: list[Project] = []
+
+    def make(spec: dict[str, Any]) -> Project:
+        directory = tmp_path / str(len(made))
+        directory.mkdir()
+        made.append(Project(compose, directory, spec))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.down()
