@@ -94,6 +94,17 @@ class Settings:
         )
 
 
+def stop_group(proc: subprocess.Popen[bytes], grace: float = 10) -> None:
+    """End a process started with ``start_new_session=True`` and its whole
+    group: SIGTERM, then SIGKILL if it is not gone within ``grace`` seconds."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without TORCHPROBE_* settings (a stray
     TORCHPROBE_TIMEOUT or _CHECKS would change what runs) and without the

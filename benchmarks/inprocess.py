@@ -20,7 +20,6 @@ import importlib.util
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import IO
 
 from . import wrk
-from .harness import REPO, Settings, Target, clean_env, not_measured, ratio_target
+from .harness import REPO, Settings, Target, clean_env, not_measured, ratio_target, stop_group
 
 WRK_CONNECTIONS = 2  # per endpoint, three endpoints at once
 WRK_DELAY_MS = 20  # per connection: about 100 requests/s per endpoint, 300 in all
@@ -111,12 +110,7 @@ def served(monitor: bool, workdir: str) -> Iterator[Served]:
         try:
             yield Served(sock.getsockname()[1], proc, log)
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_group(proc)
             sock.close()
 
 

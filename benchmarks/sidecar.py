@@ -22,7 +22,6 @@ import http.client
 import os
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -36,7 +35,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from . import wrk
-from .harness import Settings, Target, clean_env, console_script, not_measured, ratio_target
+from .harness import (
+    Settings,
+    Target,
+    clean_env,
+    console_script,
+    not_measured,
+    ratio_target,
+    stop_group,
+)
 
 WRK_CONNECTIONS = 2  # per endpoint, two endpoints at once
 WRK_DELAY_MS = 20  # per connection: about 100 requests/s per endpoint
@@ -147,12 +154,7 @@ def sidecar(workdir: str, *args: str) -> Iterator[tuple[subprocess.Popen[bytes],
         time.sleep(1.0)  # and a watch process that ended has been waited for
         yield proc, port
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
         log.close()
 
 
