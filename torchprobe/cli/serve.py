@@ -164,6 +164,9 @@ def serve_command(arguments: tuple[str, ...], live: str | None, ready: str | Non
     return _serve(listener, live_tokens, ready_tokens, interval, watch)
 
 
+Watch = tuple[list[str], list[int], list[int]]  # --xid-gpus, --xid-ignore, --xid-fatal
+
+
 def _numbers(flag: str, value: str | None) -> list[int]:
     if value is None:
         return []
@@ -175,7 +178,7 @@ def _numbers(flag: str, value: str | None) -> list[int]:
 
 
 def _xid_options(on: bool, gpus: str | None, ignore: str | None,
-                 fatal: str | None) -> tuple[list[str], list[int], list[int]] | None:  # fmt: skip
+                 fatal: str | None) -> Watch | None:  # fmt: skip
     if not on:
         given = [f for f, v in (("--xid-gpus", gpus), ("--xid-ignore", ignore),
                                 ("--xid-fatal", fatal)) if v is not None]  # fmt: skip
@@ -190,9 +193,6 @@ def _xid_options(on: bool, gpus: str | None, ignore: str | None,
             raise UsageError(f"--xid-gpus: {target!r} is neither a GPU-/MIG- UUID "
                              "nor an NVML index")  # fmt: skip
     return targets, _numbers("--xid-ignore", ignore), _numbers("--xid-fatal", fatal)
-
-
-Watch = tuple[list[str], list[int], list[int]]  # --xid-gpus, --xid-ignore, --xid-fatal
 
 
 def _serve(listener: Any, live_tokens: list[str] | None, ready_tokens: list[str] | None,

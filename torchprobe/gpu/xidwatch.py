@@ -80,18 +80,19 @@ def _torch_uuid(index: int) -> str | None:
 
 
 class XidWatch:
-    """Watch ``targets`` (GPU-/MIG- UUIDs or NVML indexes); see the module."""
+    """Watch ``targets`` (GPU-/MIG- UUIDs or NVML indexes; None: every GPU); see the module."""
 
     def __init__(
         self,
-        targets: Sequence[str],
+        targets: Sequence[str] | None,
         on_event: Callable[[GpuEvent], None],
         on_state: Callable[[str, str | None], None],
         wait_ms: int = WAIT_MS,
         on_wait: Callable[[], None] | None = None,
     ) -> None:
-        #: Empty: every GPU this process's NVML shows (a sidecar's view).
-        self.targets = list(targets)
+        #: None: every GPU this process's NVML shows (a sidecar's view); an
+        #: empty list watches none.
+        self.targets = None if targets is None else list(targets)
         self.on_event = on_event
         self.on_state = on_state
         self.wait_ms = wait_ms
@@ -147,7 +148,9 @@ class XidWatch:
         }
         watched: list[str] = []
         skipped: list[str] = []
-        targets = self.targets or [str(i) for i in range(int(nvml.nvmlDeviceGetCount()))]
+        targets = self.targets
+        if targets is None:
+            targets = [str(i) for i in range(int(nvml.nvmlDeviceGetCount()))]
         for target in targets:
             try:
                 if target.isdigit():

@@ -505,8 +505,8 @@ class Monitor:
         targets = watch_targets(device, os.environ)
         self._xid.gpus = targets
         if not targets:
-            # XidWatch takes no targets as every GPU NVML shows (the sidecar's
-            # view); this process's GPU is none of them.
+            # Said here, where the reason is known: the watch itself would only
+            # say it has no GPU to watch.
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")
             self._on_xid_state("unsupported", f"{device} is not among CUDA_VISIBLE_DEVICES="
                                               f"{visible!r}: no GPU to watch")  # fmt: skip

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-from torchprobe.gpu.xidstate import XidState, event_label
+from torchprobe.gpu.xidstate import XidState
 from torchprobe.gpu.xidwatch import GpuEvent
 
 __all__ = ["XidHost", "main"]
@@ -191,8 +191,7 @@ def main(argv: list[str]) -> int:
             say({"alive": time.time()})
 
     def on_event(event: GpuEvent) -> None:
-        say({"event": {"gpu": event.uuid, "kind": event.kind, "xid": event.xid, "at": event.at,
-                       "label": event_label(event)}})  # fmt: skip
+        say({"event": {"gpu": event.uuid, "kind": event.kind, "xid": event.xid, "at": event.at}})
 
     watch: XidWatch
 
@@ -209,7 +208,7 @@ def main(argv: list[str]) -> int:
         os._exit(0)
 
     threading.Thread(target=orphaned, name="stdin", daemon=True).start()
-    watch = XidWatch(argv, on_event, on_state, wait_ms=500, on_wait=on_wait)
+    watch = XidWatch(argv or None, on_event, on_state, wait_ms=500, on_wait=on_wait)
     watch.run()
     return 0
 
